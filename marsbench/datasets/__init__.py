@@ -1,0 +1,1 @@
+"""Readers for the benchmark's published dataset layouts, and the synthetic data generator."""

@@ -1,0 +1,43 @@
+"""What every reader yields: records to embed, and a log of what it had to skip.
+
+Readers stream; they never hold a dataset in memory. A record that cannot be used is never
+dropped silently: it goes to the `SkipLog` with its key and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One image to embed and store.
+
+    `key` is unique and stable within its dataset; the vector store derives the point id from
+    it, so re-indexing the same data is idempotent. `payload` is stored beside the vector as is.
+    """
+
+    key: str
+    image: bytes
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedItem:
+    key: str
+    reason: str
+
+
+@dataclass
+class SkipLog:
+    """Counts every skipped item; keeps the first `keep` of them with their reasons."""
+
+    keep: int = 1000
+    count: int = 0
+    items: list[SkippedItem] = field(default_factory=list)
+
+    def add(self, key: str, reason: str) -> None:
+        self.count += 1
+        if len(self.items) < self.keep:
+            self.items.append(SkippedItem(key=key, reason=reason))

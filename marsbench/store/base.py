@@ -1,0 +1,152 @@
+"""The vector store interface every backend implements.
+
+Nothing above this seam knows which backend stores the vectors. Vectors are always *named*
+(e.g. ``{"image": 512}``, or ``{"image": 512, "text": 512}`` for paired data) so that single-
+and multi-vector collections take one code path. Every vector is L2-normalised by the encoder
+and the distance is cosine/dot, so scores are inner products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class PayloadIndex(StrEnum):
+    KEYWORD = "keyword"
+    INTEGER = "integer"
+    FLOAT = "float"
+    GEO = "geo"
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a collection holds: named vectors with their dimensions, and payload indexes."""
+
+    name: str
+    vectors: Mapping[str, int]
+    payload_indexes: Mapping[str, PayloadIndex] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    vectors: dict[str, int]
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A point to write. `id` is a UUID string (see `marsbench.store.naming.point_id`)."""
+
+    id: str
+    vectors: Mapping[str, np.ndarray]
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class GeoBox:
+    """Axis-aligned region in degrees; matches points whose geo payload lies inside."""
+
+    field: str
+    lon_min: float
+    lat_min: float
+    lon_max: float
+    lat_max: float
+
+
+@dataclass(frozen=True)
+class GeoRadius:
+    field: str
+    lon: float
+    lat: float
+    radius_m: float
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Conditions that must all hold: exact keyword/integer matches and optional geo regions."""
+
+    match: Mapping[str, str | int] = field(default_factory=dict)
+    geo_box: GeoBox | None = None
+    geo_radius: GeoRadius | None = None
+
+
+class StoreError(Exception):
+    """Base for vector store failures."""
+
+
+class CollectionNotFound(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} does not exist")
+        self.name = name
+
+
+class CollectionMismatch(StoreError):
+    """An existing collection was asked to hold vectors of another shape."""
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Operations the indexer and evaluator need; each backend implements all of them."""
+
+    def ensure_collection(self, spec: CollectionSpec) -> bool:
+        """Create the collection if absent (returns True if created). An existing collection with
+        other vector names or dimensions raises `CollectionMismatch`."""
+        ...
+
+    def collection_info(self, name: str) -> CollectionInfo: ...
+
+    def list_collections(self) -> list[CollectionInfo]: ...
+
+    def delete_collection(self, name: str) -> bool: ...
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        """Write points (insert or replace by id). Durable when it returns."""
+        ...
+
+    def count(self, collection: str) -> int: ...
+
+    def search_batch(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        *,
+        using: str,
+        limit: int,
+        exact: bool = True,
+        filter: SearchFilter | None = None,
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        """Top-`limit` hits for each row of `vectors` (shape (n, d)), best first."""
+        ...
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]: ...
+
+    def scroll(
+        self, collection: str, *, with_vectors: bool = False, batch_size: int = 1024
+    ) -> Iterator[StoredPoint]:
+        """Every point of the collection, in pages; order is unspecified."""
+        ...
+
+    def close(self) -> None: ...
