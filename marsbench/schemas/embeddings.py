@@ -1,0 +1,56 @@
+"""`POST /v1/embeddings`: OpenAI's embeddings API shape, extended with `modality`.
+
+Images travel as base64 data URIs in `input` here; bulk image traffic uses the binary endpoint
+`POST /v1/embeddings/images` (multipart in, raw float32 out), whose framing is described by
+`BINARY_*` below so the client and the service agree on one definition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from marsbench.schemas.common import Modality, StrictModel
+
+# The binary endpoint answers with N x D little-endian float32 rows; these headers give N and D.
+BINARY_MEDIA_TYPE = "application/octet-stream"
+BINARY_ROWS_HEADER = "x-embedding-rows"
+BINARY_DIM_HEADER = "x-embedding-dim"
+BINARY_MODEL_HEADER = "x-embedding-model"
+
+
+class EmbeddingRequest(StrictModel):
+    model: str = Field(description="Registered model name or ad hoc reference (see GET /v1/models).")
+    input: str | list[str] = Field(description="Texts, or images as base64 data URIs.")
+    modality: Modality = Modality.TEXT
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must hold at least one item")
+        return value
+
+    def items(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage

@@ -1,0 +1,26 @@
+"""`GET /v1/models`: what the encoder can serve."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from marsbench.schemas.common import Modality
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    family: str
+    modalities: list[Modality]
+    dimension: int | None
+    image_size: int | None
+    loaded: bool
+    default_batch_size: int
+    description: str = ""
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]

@@ -1,0 +1,21 @@
+"""`GET /v1/models`: every registered model, loaded or not; `GET /v1/models/{ref}` loads one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from marsbench.encoder.api.deps import EngineDep
+
+from marsbench.schemas.models import ModelInfo, ModelList
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("")
+async def list_models(engine: EngineDep) -> ModelList:
+    return ModelList(data=engine.list_models())
+
+
+@router.get("/{ref:path}")
+async def describe_model(ref: str, engine: EngineDep) -> ModelInfo:
+    """Load the model if needed and report its dimension and input size."""
+    return await engine.describe(ref)

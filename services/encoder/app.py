@@ -1,0 +1,34 @@
+"""`create_app(settings)`: the encoder service, with no side effects at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from marsbench.encoder.api.errors import install_error_handlers
+from marsbench.encoder.api.router import api_router
+from marsbench.encoder.core.engine import EncoderEngine
+from marsbench.encoder.settings import EncoderSettings
+
+
+def create_app(settings: EncoderSettings | None = None, *, engine: EncoderEngine | None = None) -> FastAPI:
+    """Build the app; pass `engine` to share one already running (e.g. `marsbench serve`)."""
+    owned = engine is None
+    engine = engine or EncoderEngine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await engine.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await engine.stop()
+
+    app = FastAPI(title="marsbench encoder", version="1", lifespan=lifespan)
+    app.state.engine = engine
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app

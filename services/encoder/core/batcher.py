@@ -1,0 +1,171 @@
+"""Dynamic batching across concurrent requests.
+
+One `DynamicBatcher` per (model, modality). Requests append their items to a FIFO; a single
+background task closes a batch when it holds `max_batch_size` items or `max_wait_s` after the
+first item arrived, runs it on the device executor (one forward at a time per device, never on
+the event loop), and hands each request its rows in order. A request larger than a batch is
+split across batches. The batcher knows nothing about HTTP or model internals: it batches items
+of any type through a `run_batch` function returning one row per item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+from marsbench.encoder.core.errors import Overloaded
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Request(Generic[T]):
+    items: Sequence[T]
+    future: asyncio.Future[np.ndarray]
+    taken: int = 0  # items already placed in a batch
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return len(self.items) - self.taken
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    queued_items: int
+    batches: int
+    items: int
+
+
+class DynamicBatcher(Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[T]], np.ndarray],
+        *,
+        executor: Executor,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queued_items: int,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.name = name
+        self._run_batch = run_batch
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._max_queued = max_queued_items
+        self._queue: deque[_Request[T]] = deque()
+        self._queued_items = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._batches = 0
+        self._items = 0
+
+    def stats(self) -> BatcherStats:
+        return BatcherStats(self._queued_items, self._batches, self._items)
+
+    async def submit(self, items: Sequence[T]) -> np.ndarray:
+        """Embed `items`; returns their rows in order. Raises Overloaded when the queue is full."""
+        if not items:
+            raise ValueError("submit() needs at least one item")
+        if self._queued_items + len(items) > self._max_queued:
+            raise Overloaded(self.name, self._queued_items, retry_after_s=max(self._max_wait_s, 1.0))
+        self._ensure_running()
+        request: _Request[T] = _Request(items, asyncio.get_running_loop().create_future())
+        self._queue.append(request)
+        self._queued_items += len(items)
+        self._wakeup.set()
+        try:
+            return await request.future
+        finally:
+            if not request.future.done():  # the caller went away: drop what is still queued
+                self._queued_items -= request.remaining
+                request.taken = len(request.items)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(RuntimeError(f"batcher {self.name} closed"))
+        self._queue.clear()
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            deadline = loop.time() + self._max_wait_s
+            while self._queued_items < self.max_batch_size:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+            parts = self._take_batch()
+            if not self._queue:
+                self._wakeup.clear()
+            if parts:
+                await self._run(parts)
+
+    def _take_batch(self) -> list[tuple[_Request[T], int, int]]:
+        """Pop up to max_batch_size items in FIFO order, as (request, start, stop) slices."""
+        parts: list[tuple[_Request[T], int, int]] = []
+        room = self.max_batch_size
+        while self._queue and room > 0:
+            request = self._queue[0]
+            if request.future.done() or request.remaining == 0:
+                self._queue.popleft()
+                continue
+            take = min(room, request.remaining)
+            parts.append((request, request.taken, request.taken + take))
+            request.taken += take
+            room -= take
+            self._queued_items -= take
+            if request.remaining == 0:
+                self._queue.popleft()
+        return parts
+
+    async def _run(self, parts: list[tuple[_Request[T], int, int]]) -> None:
+        batch = [item for request, start, stop in parts for item in request.items[start:stop]]
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:  # one bad batch fails its requests, never the batcher
+            log.exception("batch of %d items failed in %s", len(batch), self.name)
+            for request, _, _ in parts:
+                self._fail(request, exc)
+            return
+        self._batches += 1
+        self._items += len(batch)
+        offset = 0
+        for request, start, stop in parts:
+            count = stop - start
+            request.rows.append(rows[offset : offset + count])
+            offset += count
+            complete = sum(len(r) for r in request.rows) == len(request.items)
+            if complete and not request.future.done():
+                request.future.set_result(np.concatenate(request.rows, axis=0))
+
+    def _fail(self, request: _Request[T], exc: Exception) -> None:
+        if request.remaining:
+            self._queued_items -= request.remaining
+            request.taken = len(request.items)
+        if not request.future.done():
+            request.future.set_exception(exc)

@@ -1,0 +1,199 @@
+"""The encoder engine: lazily loaded models, their batchers, and the embed calls.
+
+It works without HTTP (`async with EncoderEngine(settings) as engine`), which is how tests and
+in-process deployments use it; the FastAPI app is a thin layer over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+import torch
+from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_model
+from marsbench.encoder.core.batcher import DynamicBatcher
+from marsbench.encoder.core.errors import UnsupportedModality
+from marsbench.encoder.core.images import decode_image
+from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model
+from marsbench.encoder.settings import EncoderSettings
+from PIL import Image
+
+from marsbench.schemas.common import Modality
+from marsbench.schemas.models import ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    model: EmbeddingModel
+    texts: DynamicBatcher[str]
+    images: DynamicBatcher[torch.Tensor]
+    last_used: float
+
+    def queued(self) -> int:
+        return self.texts.stats().queued_items + self.images.stats().queued_items
+
+    async def close(self) -> None:
+        await self.texts.close()
+        await self.images.close()
+        self.model.close()
+
+
+class EncoderEngine:
+    def __init__(self, settings: EncoderSettings | None = None) -> None:
+        self.settings = settings or EncoderSettings()
+        self._options = RuntimeOptions(
+            device=self.settings.device,
+            gpu_precision=self.settings.gpu_precision,
+            trust_checkpoints=self.settings.trust_checkpoints,
+            cache_dir=self.settings.cache_dir,
+        )
+        self._specs = registered_specs()
+        self._served: OrderedDict[str, ServedModel] = OrderedDict()
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        # One forward at a time per device; decoding and resizing on their own threads.
+        self._device_pool = ThreadPoolExecutor(1, thread_name_prefix="forward")
+        self._cpu_pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
+
+    async def __aenter__(self) -> EncoderEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        for ref in self.settings.preload:
+            await self.model(ref)
+
+    async def stop(self) -> None:
+        for served in self._served.values():
+            await served.close()
+        self._served.clear()
+        self._device_pool.shutdown(wait=True, cancel_futures=True)
+        self._cpu_pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- models -------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> ModelSpec:
+        return resolve_model(ref, self._specs)
+
+    def missing_preloads(self) -> list[str]:
+        return [ref for ref in self.settings.preload if self.resolve(ref).name not in self._served]
+
+    def list_models(self) -> list[ModelInfo]:
+        listed = {name: self._info(spec) for name, spec in self._specs.items()}
+        for name, served in self._served.items():
+            listed[name] = self._info(served.model.spec, served.model)
+        return list(listed.values())
+
+    async def describe(self, ref: str) -> ModelInfo:
+        served = await self.model(ref)
+        return self._info(served.model.spec, served.model)
+
+    async def model(self, ref: str) -> ServedModel:
+        """The served model for `ref`, loading it (once, off the event loop) if needed."""
+        spec = self.resolve(ref)
+        served = self._served.get(spec.name)
+        if served is None:
+            lock = self._load_locks.setdefault(spec.name, asyncio.Lock())
+            async with lock:
+                served = self._served.get(spec.name)
+                if served is None:
+                    served = await self._load(spec)
+        self._served.move_to_end(spec.name)
+        served.last_used = time.monotonic()
+        return served
+
+    async def _load(self, spec: ModelSpec) -> ServedModel:
+        log.info("loading model %s", spec.name)
+        started = time.perf_counter()
+        model = await asyncio.to_thread(load_model, spec, self._options)
+        log.info("loaded %s (dim %d) in %.1f s", spec.name, model.dimension, time.perf_counter() - started)
+        await self._evict_for_room()
+        batch = self.settings.max_batch_size or spec.default_batch_size
+        common = {
+            "executor": self._device_pool,
+            "max_batch_size": batch,
+            "max_wait_s": self.settings.max_wait_ms / 1000,
+            "max_queued_items": self.settings.max_queued_items,
+        }
+        served = ServedModel(
+            model=model,
+            texts=DynamicBatcher(f"{spec.name}/text", model.embed_texts, **common),
+            images=DynamicBatcher(f"{spec.name}/image", _stack_and_embed(model), **common),
+            last_used=time.monotonic(),
+        )
+        self._served[spec.name] = served
+        return served
+
+    async def _evict_for_room(self) -> None:
+        while len(self._served) >= self.settings.max_loaded_models:
+            idle = [name for name, served in self._served.items() if served.queued() == 0]
+            if not idle:
+                log.warning("model budget exceeded: every loaded model has queued work")
+                return
+            victim = self._served.pop(idle[0])  # least recently used first (OrderedDict order)
+            log.info("unloading %s to stay within %d models", idle[0], self.settings.max_loaded_models)
+            await victim.close()
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    async def embed_texts(self, ref: str, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        _require(self.resolve(ref), Modality.TEXT)
+        served = await self.model(ref)
+        vectors = await served.texts.submit(list(texts))
+        tokens = await asyncio.get_running_loop().run_in_executor(
+            self._cpu_pool, served.model.count_tokens, list(texts)
+        )
+        return vectors, tokens
+
+    async def embed_images(self, ref: str, images: Sequence[bytes]) -> np.ndarray:
+        _require(self.resolve(ref), Modality.IMAGE)
+        served = await self.model(ref)
+        pixels = await asyncio.get_running_loop().run_in_executor(
+            self._cpu_pool, self._prepare, served.model, list(images)
+        )
+        return await served.images.submit(pixels)
+
+    def _prepare(self, model: EmbeddingModel, images: list[bytes]) -> list[torch.Tensor]:
+        limit = self.settings.max_image_pixels
+        return [_preprocess(model, decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)]
+
+    def _info(self, spec: ModelSpec, model: EmbeddingModel | None = None) -> ModelInfo:
+        return ModelInfo(
+            id=spec.name,
+            family=spec.family,
+            modalities=sorted(spec.modalities),
+            dimension=model.dimension if model else spec.dimension,
+            image_size=model.image_size if model else spec.image_size,
+            loaded=model is not None,
+            default_batch_size=spec.default_batch_size,
+            description=spec.description,
+        )
+
+
+def _preprocess(model: EmbeddingModel, image: Image.Image) -> torch.Tensor:
+    return model.preprocess_image(image)
+
+
+def _stack_and_embed(model: EmbeddingModel) -> Callable[[list[torch.Tensor]], np.ndarray]:
+    def run(batch: list[torch.Tensor]) -> np.ndarray:
+        return model.embed_images(torch.stack(batch))
+
+    return run
+
+
+def _require(spec: ModelSpec, modality: Modality) -> None:
+    if modality not in spec.modalities:
+        raise UnsupportedModality(spec.name, modality.value, sorted(m.value for m in spec.modalities))

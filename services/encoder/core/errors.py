@@ -1,0 +1,51 @@
+"""Domain errors of the encoder; `marsbench.encoder.api.errors` maps each to one HTTP status.
+
+EncoderError
+├── UnknownModel          404  the reference names no registered model and no ad hoc form
+├── InvalidModelRef       422  an ad hoc reference that does not parse, or a bad checkpoint
+├── UnsupportedModality   422  e.g. text asked of an image-only model
+├── InvalidInput          422  an undecodable image or bad input, naming the item's index
+├── ModelLoadFailed       503  weights missing or unreadable (the message says which file)
+└── Overloaded            429  the model's queue is full; retry later
+"""
+
+from __future__ import annotations
+
+
+class EncoderError(Exception):
+    """Base of every error the encoder reports to a caller."""
+
+
+class UnknownModel(EncoderError):
+    def __init__(self, ref: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown model {ref!r}; registered models: {', '.join(known)}; "
+            "or use an ad hoc reference 'open_clip:<arch>[:<pretrained>][@<checkpoint file>]'"
+        )
+        self.ref = ref
+        self.known = known
+
+
+class InvalidModelRef(EncoderError):
+    pass
+
+
+class UnsupportedModality(EncoderError):
+    def __init__(self, model: str, modality: str, supported: list[str]) -> None:
+        super().__init__(f"model {model!r} does not embed {modality}; it supports: {', '.join(supported)}")
+
+
+class InvalidInput(EncoderError):
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"input[{index}]: {message}")
+        self.index = index
+
+
+class ModelLoadFailed(EncoderError):
+    pass
+
+
+class Overloaded(EncoderError):
+    def __init__(self, model: str, queued: int, retry_after_s: float) -> None:
+        super().__init__(f"model {model!r} has {queued} items queued; retry in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,46 @@
+"""Encoder settings, from environment variables prefixed `MARSBENCH_ENCODER_`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class EncoderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MARSBENCH_ENCODER_", extra="ignore")
+
+    preload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models loaded at start-up (comma-separated); /readyz answers 503 until they are.",
+    )
+    max_loaded_models: int = Field(
+        default=2, ge=1, description="How many models stay loaded; the least recently used idle one goes."
+    )
+    max_batch_size: int | None = Field(
+        default=None, ge=1, description="Items per forward pass; default: each model's own batch size."
+    )
+    max_wait_ms: float = Field(
+        default=5.0, ge=0, description="How long a batch waits for more items after its first one."
+    )
+    max_queued_items: int = Field(
+        default=8192, ge=1, description="Backpressure: beyond this many queued items requests get 429."
+    )
+    max_image_pixels: int = Field(default=64_000_000, ge=1, description="Larger images are refused (422).")
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    gpu_precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="bf16", description="Autocast dtype on GPU; the CPU always runs fp32."
+    )
+    preprocess_workers: int = Field(default=2, ge=1, description="Threads decoding and resizing images.")
+    trust_checkpoints: bool = Field(
+        default=False, description="Allow checkpoint files that need full pickle loading."
+    )
+    cache_dir: str | None = Field(default=None, description="Where hub weights are cached.")
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
