@@ -1,0 +1,47 @@
+"""Client of the encoder service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from marsbench.client._base import BaseClient
+from marsbench.schemas.common import Modality
+from marsbench.schemas.embeddings import (
+    BINARY_DIM_HEADER,
+    BINARY_ROWS_HEADER,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
+from marsbench.schemas.models import ModelInfo, ModelList
+
+
+class EncoderClient(BaseClient):
+    def models(self) -> list[ModelInfo]:
+        return ModelList.model_validate(self.request("GET", "/v1/models").json()).data
+
+    def model_info(self, model: str) -> ModelInfo:
+        """Loads the model on the encoder if needed; gives its dimension."""
+        return ModelInfo.model_validate(self.request("GET", f"/v1/models/{model}").json())
+
+    def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
+        request = EmbeddingRequest(model=model, input=list(texts), modality=Modality.TEXT)
+        response = self.request("POST", "/v1/embeddings", json=request.model_dump(mode="json"))
+        body = EmbeddingResponse.model_validate(response.json())
+        rows = sorted(body.data, key=lambda item: item.index)
+        return np.asarray([row.embedding for row in rows], dtype=np.float32)
+
+    def embed_images(
+        self, model: str, images: Sequence[bytes], names: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Bulk binary path: encoded image files in, (N, D) float32 out."""
+        names = names or [f"{i}" for i in range(len(images))]
+        files = [
+            ("images", (name, data, "application/octet-stream"))
+            for name, data in zip(names, images, strict=True)
+        ]
+        response = self.request("POST", "/v1/embeddings/images", data={"model": model}, files=files)
+        rows = int(response.headers[BINARY_ROWS_HEADER])
+        dim = int(response.headers[BINARY_DIM_HEADER])
+        return np.frombuffer(response.content, dtype="<f4").reshape(rows, dim)

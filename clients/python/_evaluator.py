@@ -1,0 +1,23 @@
+"""Client of the evaluator service."""
+
+from __future__ import annotations
+
+from marsbench.client._base import BaseClient
+from marsbench.schemas.runs import RunCreate, RunList, RunRecord
+from marsbench.schemas.search import SearchRequest, SearchResponse
+
+
+class EvaluatorClient(BaseClient):
+    def create_run(self, run: RunCreate) -> RunRecord:
+        response = self.request("POST", "/v1/runs", json=run.model_dump(mode="json"))
+        return RunRecord.model_validate(response.json())
+
+    def run(self, run_id: str) -> RunRecord:
+        return RunRecord.model_validate(self.request("GET", f"/v1/runs/{run_id}").json())
+
+    def runs(self) -> list[RunRecord]:
+        return RunList.model_validate(self.request("GET", "/v1/runs").json()).data
+
+    def search(self, query: SearchRequest) -> SearchResponse:
+        response = self.request("POST", "/v1/search", json=query.model_dump(mode="json"))
+        return SearchResponse.model_validate(response.json())

@@ -1,0 +1,69 @@
+"""Indexer wire schemas: `POST /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/collections`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from marsbench.schemas.common import StrictModel
+
+
+class TaskName(StrEnum):
+    LANDFORM = "landform"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobCreate(StrictModel):
+    task: TaskName
+    model: str = Field(description="Model reference, e.g. 'marsbench-tiny' or 'open_clip:ViT-B-32@/ckpt.pt'.")
+    dataset_dir: str = Field(description="The task's published `dataset/` folder, as the indexer sees it.")
+    batch_size: int | None = Field(default=None, ge=1, le=4096, description="Images per encoder request.")
+
+
+class SkippedItemOut(BaseModel):
+    key: str
+    reason: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    task: TaskName
+    model: str
+    dataset_dir: str
+    collection: str
+    state: JobState
+    total: int | None = Field(description="Items the dataset holds, when known up front.")
+    done: int = Field(description="Items written to the store (or already there).")
+    skipped: int
+    skipped_items: list[SkippedItemOut] = Field(default_factory=list)
+    rate: float | None = Field(default=None, description="Items per second over this job's run.")
+    eta_s: float | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobList(BaseModel):
+    data: list[JobStatus]
+
+
+class CollectionOut(BaseModel):
+    name: str
+    vectors: dict[str, int]
+    points: int
+    task: str | None = None
+    model: str | None = None
+    dataset_dir: str | None = None
+    complete: bool | None = Field(default=None, description="Whether its last indexing job succeeded.")
+
+
+class CollectionList(BaseModel):
+    data: list[CollectionOut]
