@@ -6,6 +6,7 @@ dropped silently: it goes to the `SkipLog` with its key and the reason.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +32,18 @@ class SkippedItem:
 
 @dataclass
 class SkipLog:
-    """Counts every skipped item; keeps the first `keep` of them with their reasons."""
+    """Counts every skipped item; keeps the first `keep` of them with their reasons.
+
+    Thread-safe: a reader and several pipeline workers report into one log.
+    """
 
     keep: int = 1000
     count: int = 0
     items: list[SkippedItem] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, key: str, reason: str) -> None:
-        self.count += 1
-        if len(self.items) < self.keep:
-            self.items.append(SkippedItem(key=key, reason=reason))
+        with self._lock:
+            self.count += 1
+            if len(self.items) < self.keep:
+                self.items.append(SkippedItem(key=key, reason=reason))

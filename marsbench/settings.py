@@ -1,0 +1,57 @@
+"""Settings every service shares, from environment variables prefixed `MARSBENCH_`.
+
+`QDRANT_URL` (and `QDRANT_API_KEY`) are read unprefixed, as Qdrant's own tools name them: when
+set, services use that Qdrant server; otherwise the embedded engine under `MARSBENCH_DATA_DIR`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from marsbench.store import VectorStore, open_store
+
+
+def split_list(value: object) -> object:
+    """Comma-separated environment values become lists."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MARSBENCH_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".marsbench"),
+        description="Holds the embedded Qdrant store, job state, run records and reports.",
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("QDRANT_URL", "MARSBENCH_QDRANT_URL"),
+        description="A Qdrant server; unset means the embedded engine in this process.",
+    )
+    qdrant_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "MARSBENCH_QDRANT_API_KEY")
+    )
+
+    def open_store(self) -> VectorStore:
+        return open_store(qdrant_url=self.qdrant_url, data_dir=self.data_dir, api_key=self.qdrant_api_key)
+
+
+class ServiceSettings(StoreSettings):
+    """Settings of a service that stores vectors and calls the encoder."""
+
+    encoder_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8001"],
+        description="Encoder replicas (comma-separated); requests are spread over them.",
+    )
+    encoder_timeout_s: float = Field(default=300.0, description="Per-request timeout towards the encoder.")
+
+    @field_validator("encoder_urls", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_list(value)

@@ -1,0 +1,14 @@
+"""Task definitions: what each task indexes, how its collections are named, which queries it builds.
+
+Pure definitions shared by the indexer (what to write) and the evaluator (what to ask); neither
+service knows another task's details. `INDEXABLE` maps a task name to its definition.
+"""
+
+from __future__ import annotations
+
+from marsbench.tasks.base import IndexableTask
+from marsbench.tasks.landform import LANDFORM
+
+INDEXABLE: dict[str, IndexableTask] = {LANDFORM.name: LANDFORM}
+
+__all__ = ["INDEXABLE", "IndexableTask"]

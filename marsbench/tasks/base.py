@@ -1,0 +1,31 @@
+"""The shape every task shares on the indexing side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from marsbench.datasets.records import ImageRecord, SkipLog
+from marsbench.store.base import CollectionSpec
+
+
+class ImageSource(Protocol):
+    """A dataset as the indexer sees it: a stream of image records."""
+
+    def count(self) -> int: ...
+
+    def fingerprint(self) -> str: ...
+
+    def iter_records(self, skips: SkipLog) -> Iterator[ImageRecord]: ...
+
+
+class IndexableTask(Protocol):
+    name: str
+    image_vector: str
+
+    def open(self, dataset_dir: Path) -> ImageSource: ...
+
+    def collection_name(self, model: str, source: ImageSource) -> str: ...
+
+    def collection_spec(self, name: str, dimension: int) -> CollectionSpec: ...

@@ -1,0 +1,65 @@
+"""Task 2, landform retrieval: one text query per class over every indexed image.
+
+Facts from PROTOCOL.md: the class name becomes a phrase (underscores and hyphens to spaces),
+goes into three templates; each template's embedding is normalised, the three are averaged and
+the mean normalised again. The relevant set of a class is every image labelled with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from marsbench.datasets.landform import LandformDataset
+from marsbench.store.base import CollectionSpec, PayloadIndex
+from marsbench.store.naming import collection_name
+from marsbench.tasks.base import ImageSource
+
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of {}, a type of martian terrain",
+    "a satellite photo of {}.",
+    "a high-resolution remote sensing image of {} on Mars.",
+)
+
+
+def class_phrase(class_name: str) -> str:
+    return class_name.replace("_", " ").replace("-", " ")
+
+
+def class_prompts(class_name: str, templates: tuple[str, ...] = PROMPT_TEMPLATES) -> list[str]:
+    phrase = class_phrase(class_name)
+    return [template.format(phrase) for template in templates]
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def ensemble_query(prompt_vectors: np.ndarray) -> np.ndarray:
+    """(n_templates, d) prompt embeddings to one normalised query vector."""
+    return normalize_rows(normalize_rows(prompt_vectors.astype(np.float32)).mean(axis=0))
+
+
+@dataclass(frozen=True)
+class LandformTask:
+    name: str = "landform"
+    image_vector: str = "image"
+
+    def open(self, dataset_dir: Path) -> LandformDataset:
+        return LandformDataset(dataset_dir)
+
+    def collection_name(self, model: str, source: ImageSource) -> str:
+        return collection_name(self.name, model, source.fingerprint())
+
+    def collection_spec(self, name: str, dimension: int) -> CollectionSpec:
+        return CollectionSpec(
+            name=name,
+            vectors={self.image_vector: dimension},
+            payload_indexes={"label": PayloadIndex.KEYWORD, "name": PayloadIndex.KEYWORD},
+        )
+
+
+LANDFORM = LandformTask()

@@ -1,0 +1,29 @@
+"""The one mapping from indexer errors to HTTP statuses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from marsbench.client import MarsbenchError
+from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobNotFound
+from marsbench.schemas.common import ErrorBody
+from marsbench.store import StoreError
+
+STATUS: dict[type[Exception], int] = {
+    JobNotFound: 404,
+    InvalidJob: 422,
+    StoreError: 503,
+    MarsbenchError: 502,  # the encoder failed or is unreachable
+}
+
+
+async def _error(request: Request, exc: Exception) -> JSONResponse:
+    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+    body = ErrorBody(error=type(exc).__name__, message=str(exc))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for kind in (IndexerError, StoreError, MarsbenchError):
+        app.add_exception_handler(kind, _error)

@@ -1,0 +1,48 @@
+"""`create_app(settings)`: the indexer service, with no side effects at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from marsbench.client import EncoderClient
+from marsbench.indexer.api.errors import install_error_handlers
+from marsbench.indexer.api.router import api_router
+from marsbench.indexer.core.jobs import JobManager
+from marsbench.indexer.settings import IndexerSettings
+from marsbench.store import VectorStore
+
+
+def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | None = None) -> FastAPI:
+    """Build the app; pass `store` to share one already open (the embedded engine allows one owner)."""
+    settings = settings or IndexerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        active_store = store or settings.open_store()
+        encoder = EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s)
+        jobs = JobManager(
+            active_store,
+            encoder,
+            settings.data_dir / "jobs",
+            batch_size=settings.index_batch_size,
+            in_flight=settings.index_in_flight,
+        )
+        app.state.jobs = jobs
+        if settings.resume_jobs:
+            jobs.resume_unfinished()
+        try:
+            yield
+        finally:
+            jobs.shutdown()
+            encoder.close()
+            if owned:
+                active_store.close()
+
+    app = FastAPI(title="marsbench indexer", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,1 @@
+"""Indexer core: jobs and the streaming pipeline. Never imports FastAPI."""

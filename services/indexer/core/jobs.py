@@ -1,0 +1,248 @@
+"""Indexing jobs: created by the API, run on background threads, persisted as JSON.
+
+Each job's state lives in `<data_dir>/jobs/<id>.json`, rewritten as it progresses, so a
+restarted indexer lists old jobs and resumes unfinished ones (the pipeline skips points that
+are already stored). One job at a time writes a given collection: asking again for the same
+collection while its job is active returns that job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from marsbench.datasets.errors import DatasetError
+from marsbench.datasets.records import SkipLog
+from marsbench.files import write_text_atomic
+from marsbench.indexer.core.errors import InvalidJob, JobNotFound
+from marsbench.indexer.core.pipeline import ImageEmbedder, IndexPipeline, PipelineTarget
+from marsbench.indexer.core.progress import rate_and_eta
+from marsbench.schemas.jobs import CollectionOut, JobCreate, JobState, JobStatus, SkippedItemOut
+from marsbench.schemas.models import ModelInfo
+from marsbench.store import VectorStore
+from marsbench.tasks import INDEXABLE, IndexableTask
+from marsbench.tasks.base import ImageSource
+
+log = logging.getLogger(__name__)
+_ACTIVE = {JobState.QUEUED, JobState.RUNNING}
+# Persist progress at most this often; the final state is always written.
+_SAVE_EVERY_S = 1.0
+
+
+class Encoder(ImageEmbedder, Protocol):
+    def model_info(self, model: str) -> ModelInfo: ...
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Encoder,
+        jobs_dir: Path,
+        *,
+        batch_size: int,
+        in_flight: int,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._dir = jobs_dir
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._batch_size = batch_size
+        self._in_flight = in_flight
+        self._jobs: dict[str, JobStatus] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._load()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobStatus:
+        with self._lock:
+            try:
+                return self._jobs[job_id]
+            except KeyError:
+                raise JobNotFound(job_id) from None
+
+    def list(self) -> list[JobStatus]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda job: job.created_at)
+
+    def collections(self) -> list[CollectionOut]:
+        latest: dict[str, JobStatus] = {}
+        for job in self.list():
+            latest[job.collection] = job
+        out = []
+        for info in self._store.list_collections():
+            job = latest.get(info.name)
+            out.append(
+                CollectionOut(
+                    name=info.name,
+                    vectors=info.vectors,
+                    points=info.points,
+                    task=job.task if job else None,
+                    model=job.model if job else None,
+                    dataset_dir=job.dataset_dir if job else None,
+                    complete=(job.state is JobState.SUCCEEDED) if job else None,
+                )
+            )
+        return out
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def submit(self, request: JobCreate) -> JobStatus:
+        task = INDEXABLE[request.task.value]
+        source = _open_source(task, Path(request.dataset_dir))
+        collection = task.collection_name(request.model, source)
+        with self._lock:
+            for job in self._jobs.values():
+                if job.collection == collection and job.state in _ACTIVE:
+                    return job
+            now = datetime.now(UTC)
+            job = JobStatus(
+                id=uuid.uuid4().hex[:12],
+                task=request.task,
+                model=request.model,
+                dataset_dir=str(Path(request.dataset_dir).resolve()),
+                collection=collection,
+                state=JobState.QUEUED,
+                total=source.count(),
+                done=0,
+                skipped=0,
+                created_at=now,
+                updated_at=now,
+            )
+            self._jobs[job.id] = job
+        self._save(job)
+        self._start(job.id, request.batch_size)
+        return job
+
+    def resume_unfinished(self) -> list[str]:
+        resumed = [job.id for job in self.list() if job.state in _ACTIVE]
+        for job_id in resumed:
+            log.info("resuming job %s", job_id)
+            self._start(job_id, None)
+        return resumed
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop running jobs at the next batch boundary; their state stays resumable."""
+        self._cancel.set()
+        for thread in list(self._threads.values()):
+            thread.join(timeout_s)
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus:
+        thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout_s)
+        return self.get(job_id)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _start(self, job_id: str, batch_size: int | None) -> None:
+        thread = threading.Thread(
+            target=self._run, args=(job_id, batch_size or self._batch_size), name=f"job-{job_id}", daemon=True
+        )
+        self._threads[job_id] = thread
+        thread.start()
+
+    def _run(self, job_id: str, batch_size: int) -> None:
+        job = self.get(job_id)
+        task = INDEXABLE[job.task.value]
+        skips = SkipLog()
+        started = time.monotonic()
+        counted = {"done": 0, "saved_at": 0.0}
+
+        def on_progress(items: int) -> None:
+            with self._lock:
+                counted["done"] += items
+                current = self._jobs[job_id]
+                remaining = (
+                    None if current.total is None else max(current.total - counted["done"] - skips.count, 0)
+                )
+                rate, eta = rate_and_eta(counted["done"], time.monotonic() - started, remaining)
+                updated = current.model_copy(
+                    update={
+                        "done": counted["done"],
+                        "skipped": skips.count,
+                        "rate": rate,
+                        "eta_s": eta,
+                        "updated_at": datetime.now(UTC),
+                    }
+                )
+                self._jobs[job_id] = updated
+            if time.monotonic() - counted["saved_at"] >= _SAVE_EVERY_S:
+                counted["saved_at"] = time.monotonic()
+                self._save(updated)
+
+        try:
+            self._update(job_id, state=JobState.RUNNING, error=None)
+            source = _open_source(task, Path(job.dataset_dir))
+            dimension = self._model_dimension(job.model)
+            self._store.ensure_collection(task.collection_spec(job.collection, dimension))
+            pipeline = IndexPipeline(
+                self._store,
+                self._embedder,
+                PipelineTarget(job.collection, task.image_vector, job.model),
+                batch_size=batch_size,
+                in_flight=self._in_flight,
+                skips=skips,
+                on_progress=on_progress,
+                cancelled=self._cancel,
+            )
+            pipeline.run(source.iter_records(skips))
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            self._finish(job_id, skips, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        if self._cancel.is_set():
+            self._finish(job_id, skips, JobState.QUEUED, "interrupted by shutdown; resumes at next start")
+            return
+        self._finish(job_id, skips, JobState.SUCCEEDED, None)
+
+    def _model_dimension(self, model: str) -> int:
+        dimension = self._embedder.model_info(model).dimension
+        if dimension is None:
+            raise InvalidJob(f"the encoder reports no embedding dimension for {model!r}")
+        return dimension
+
+    def _finish(self, job_id: str, skips: SkipLog, state: JobState, error: str | None) -> None:
+        items = [SkippedItemOut(key=s.key, reason=s.reason) for s in skips.items]
+        self._update(job_id, state=state, error=error, skipped=skips.count, skipped_items=items, eta_s=None)
+
+    def _update(self, job_id: str, **changes: object) -> None:
+        with self._lock:
+            job = self._jobs[job_id].model_copy(update={**changes, "updated_at": datetime.now(UTC)})
+            self._jobs[job_id] = job
+        self._save(job)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _save(self, job: JobStatus) -> None:
+        write_text_atomic(self._dir / f"{job.id}.json", job.model_dump_json(indent=2))
+
+    def _load(self) -> None:
+        for path in sorted(self._dir.glob("*.json")):
+            try:
+                job = JobStatus.model_validate_json(path.read_text())
+            except ValueError as exc:
+                log.warning("ignoring unreadable job file %s: %s", path, exc)
+                continue
+            self._jobs[job.id] = job
+
+
+def _open_source(task: IndexableTask, dataset_dir: Path) -> ImageSource:
+    if not dataset_dir.is_dir():
+        raise InvalidJob(
+            f"dataset folder {dataset_dir} does not exist (give the task's published 'dataset/' folder)"
+        )
+    try:
+        source = task.open(dataset_dir)
+        source.count()
+    except DatasetError as exc:
+        raise InvalidJob(str(exc)) from exc
+    return source

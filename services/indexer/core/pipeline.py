@@ -1,0 +1,129 @@
+"""The streaming index pipeline: records in fixed-size batches → encoder → vector store.
+
+Memory stays constant: at most `in_flight` batches exist at once. Points already in the
+collection are skipped (their ids are deterministic), so a restarted job resumes where it
+stopped and re-indexing is idempotent. An image the encoder cannot decode is skipped and
+reported by key; the rest of its batch is sent again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from marsbench.client import ApiError
+from marsbench.datasets.records import ImageRecord, SkipLog
+from marsbench.store import Point, VectorStore, point_id
+
+log = logging.getLogger(__name__)
+
+
+class ImageEmbedder(Protocol):
+    def embed_images(self, model: str, images: list[bytes], names: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PipelineTarget:
+    collection: str
+    vector: str
+    model: str
+
+
+def batched(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
+    iterator = iter(records)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def embed_skipping_bad(
+    embedder: ImageEmbedder, model: str, batch: list[ImageRecord], skips: SkipLog
+) -> tuple[list[ImageRecord], np.ndarray]:
+    """Embed a batch; an undecodable image (422 naming its index) is skipped and the rest resent."""
+    pending = list(batch)
+    while pending:
+        try:
+            vectors = embedder.embed_images(model, [r.image for r in pending], [r.key for r in pending])
+            return pending, vectors
+        except ApiError as exc:
+            index = exc.detail.get("index") if exc.status == 422 else None
+            if not isinstance(index, int) or not 0 <= index < len(pending):
+                raise
+            bad = pending.pop(index)
+            skips.add(bad.key, exc.message)
+            log.warning("skipped %s: %s", bad.key, exc.message)
+    return [], np.zeros((0, 0), dtype=np.float32)
+
+
+class IndexPipeline:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: ImageEmbedder,
+        target: PipelineTarget,
+        *,
+        batch_size: int,
+        in_flight: int,
+        skips: SkipLog,
+        on_progress: Callable[[int], None],
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._target = target
+        self._batch_size = batch_size
+        self._in_flight = in_flight
+        self._skips = skips
+        self._on_progress = on_progress
+        self._cancelled = cancelled or threading.Event()
+
+    def run(self, records: Iterable[ImageRecord]) -> None:
+        with ThreadPoolExecutor(self._in_flight, thread_name_prefix="index") as pool:
+            running: set[Future[None]] = set()
+            try:
+                for batch in batched(records, self._batch_size):
+                    if self._cancelled.is_set():
+                        break
+                    if len(running) >= self._in_flight:
+                        finished, running = _wait_one(running)
+                        _raise_first(finished)
+                    running.add(pool.submit(self._process, batch))
+                finished, _ = wait(running)
+                _raise_first(finished)
+            except BaseException:
+                self._cancelled.set()
+                raise
+
+    def _process(self, batch: list[ImageRecord]) -> None:
+        if self._cancelled.is_set():
+            return
+        ids = [point_id(record.key) for record in batch]
+        present = {p.id for p in self._store.retrieve(self._target.collection, ids)}
+        todo = [record for record, pid in zip(batch, ids, strict=True) if pid not in present]
+        written = 0
+        if todo:
+            kept, vectors = embed_skipping_bad(self._embedder, self._target.model, todo, self._skips)
+            points = [
+                Point(id=point_id(r.key), vectors={self._target.vector: v}, payload=r.payload)
+                for r, v in zip(kept, vectors, strict=True)
+            ]
+            if points:
+                self._store.upsert(self._target.collection, points)
+            written = len(points)
+        self._on_progress(written + len(present))
+
+
+def _wait_one(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:
+    done, pending = wait(running, return_when=FIRST_COMPLETED)
+    return done, pending
+
+
+def _raise_first(finished: set[Future[None]]) -> None:
+    for future in finished:
+        future.result()
