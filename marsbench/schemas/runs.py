@@ -31,9 +31,15 @@ class RunRecord(BaseModel):
     variant: str = Field(description="Which metric variant produced `metrics` (e.g. 'parity').")
     metrics: dict[str, float] = Field(description="Fractions in 0..1.")
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    chance: dict[str, float] = Field(
+        default_factory=dict, description="The same metrics for a random ranking (mean of seeded shuffles)."
+    )
     settings: dict[str, object] = Field(default_factory=dict, description="Query settings and prompts.")
     counts: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    indexing: dict[str, object] | None = Field(
+        default=None, description="The indexing job behind the collection: id, skipped items."
+    )
     created_at: datetime
     duration_s: float
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from marsbench.encoder.api.errors import install_error_handlers
 from marsbench.encoder.api.router import api_router
 from marsbench.encoder.core.engine import EncoderEngine

@@ -14,9 +14,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
-from marsbench.encoder.core.registry import ModelSpec
 from PIL import Image
 
+from marsbench.encoder.core.registry import ModelSpec
 from marsbench.schemas.common import Modality
 
 Precision = Literal["fp32", "bf16", "fp16"]

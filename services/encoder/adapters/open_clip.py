@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+from PIL import Image
+
 from marsbench.encoder.adapters.base import RuntimeOptions, autocast_for, normalized_rows
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
-from PIL import Image
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
 from marsbench.encoder.core.errors import (
     EncoderError,
     InvalidInput,
@@ -13,7 +14,6 @@ from marsbench.encoder.core.errors import (
     UnknownModel,
     UnsupportedModality,
 )
-
 from marsbench.schemas.common import ErrorBody
 
 STATUS: dict[type[EncoderError], int] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+
 from marsbench.encoder.api.routes import embeddings, health, models
 
 api_router = APIRouter()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
+
 from marsbench.encoder.core.errors import Overloaded
 
 T = TypeVar("T")

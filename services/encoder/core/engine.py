@@ -17,14 +17,14 @@ from types import TracebackType
 
 import numpy as np
 import torch
+from PIL import Image
+
 from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_model
 from marsbench.encoder.core.batcher import DynamicBatcher
 from marsbench.encoder.core.errors import UnsupportedModality
 from marsbench.encoder.core.images import decode_image
 from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model
 from marsbench.encoder.settings import EncoderSettings
-from PIL import Image
-
 from marsbench.schemas.common import Modality
 from marsbench.schemas.models import ModelInfo
 

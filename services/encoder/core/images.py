@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import re
 
-from marsbench.encoder.core.errors import InvalidInput
 from PIL import Image, UnidentifiedImageError
 
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w/+.-]*)(?P<params>(;[\w=.-]+)*);base64,", re.ASCII)
+from marsbench.encoder.core.errors import InvalidInput
+from marsbench.schemas.datauri import decode_data_uri
 
 
 def data_uri_bytes(value: str, index: int) -> bytes:
-    """Decode `data:image/png;base64,...` (or bare base64) to bytes."""
-    match = _DATA_URI.match(value)
-    payload = value[match.end() :] if match else value
+    """Decode one data URI of a request, naming its index on failure."""
     try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput(
-            "not a base64 image; send 'data:image/png;base64,<data>' or use the binary endpoint",
-            index,
-        ) from None
+        return decode_data_uri(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), index) from None
 
 
 def decode_image(data: bytes, index: int, *, max_pixels: int) -> Image.Image:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
 from pydantic import BaseModel, ConfigDict, Field
 
+from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
 from marsbench.schemas.common import Modality
 
 OPEN_CLIP_PREFIX = "open_clip:"

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Response, UploadFile
+
 from marsbench.encoder.api.deps import EngineDep
 from marsbench.encoder.core.images import data_uri_bytes
-
 from marsbench.schemas.common import Modality
 from marsbench.schemas.embeddings import (
     BINARY_DIM_HEADER,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
 from marsbench.encoder.api.deps import EngineDep
 
 router = APIRouter(tags=["health"])

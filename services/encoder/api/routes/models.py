@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from marsbench.encoder.api.deps import EngineDep
 
+from marsbench.encoder.api.deps import EngineDep
 from marsbench.schemas.models import ModelInfo, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

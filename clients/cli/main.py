@@ -1,0 +1,177 @@
+"""The `marsbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from marsbench.cli.errors import CommandError
+from marsbench.client import MarsbenchError
+from marsbench.schemas.jobs import TaskName
+
+
+def _data_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("MARSBENCH_DATA_DIR", ".marsbench"))
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", help="Embedded store, job state and runs (default: $MARSBENCH_DATA_DIR or .marsbench)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marsbench", description="The Mars retrieval benchmark as services."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log service activity.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="Synthetic data + marsbench-tiny through the whole pipeline.")
+    _add_data_dir(demo)
+    demo.add_argument("--out", help="Where run records go (default: <data-dir>/demo-runs)")
+
+    serve = commands.add_parser("serve", help="Run encoder, indexer and evaluator in one process.")
+    _add_data_dir(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--encoder-port", type=int, default=8001)
+    serve.add_argument("--indexer-port", type=int, default=8002)
+    serve.add_argument("--evaluator-port", type=int, default=8003)
+
+    data = commands.add_parser("data", help="Dataset utilities.").add_subparsers(
+        dest="data_command", required=True
+    )
+    synth = data.add_parser(
+        "synth", help="Write synthetic data for all three tasks in the published layouts."
+    )
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--scale", choices=["small", "medium"], default="small")
+    synth.add_argument("--seed", type=int, default=0)
+
+    run = commands.add_parser("run", help="Index (or reuse) and evaluate one task.")
+    run.add_argument("task", choices=[task.value for task in TaskName])
+    run.add_argument("--dataset-dir", required=True, type=Path, help="The task's published dataset/ folder.")
+    run.add_argument("--model", required=True, help="Registered name or open_clip:<arch>[:<pretrained>].")
+    run.add_argument("--checkpoint", type=Path, help="Local weights file in open_clip's format.")
+    run.add_argument("--out", required=True, type=Path, help="Folder for the JSON run record.")
+    run.add_argument("--max-k", type=int, help="Ranking cut-off (default: rank everything).")
+    run.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
+    run.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
+    _add_data_dir(run)
+
+    for name, helptext in (
+        ("models", "Models the encoder serves."),
+        ("jobs", "Indexing jobs."),
+        ("collections", "Collections in the store."),
+    ):
+        listing = commands.add_parser(name, help=helptext)
+        flag = "--encoder-url" if name == "models" else "--indexer-url"
+        env = "MARSBENCH_ENCODER_URL" if name == "models" else "MARSBENCH_INDEXER_URL"
+        default = "http://127.0.0.1:8001" if name == "models" else "http://127.0.0.1:8002"
+        listing.add_argument(flag, dest="url", default=os.environ.get(env, default))
+    return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from marsbench.cli.demo import run_demo
+
+    data_dir = _data_dir(args.data_dir)
+    return run_demo(data_dir=data_dir, out_dir=Path(args.out) if args.out else data_dir / "demo-runs")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from marsbench.cli.stack import LocalStack
+
+    stack = LocalStack(
+        data_dir=_data_dir(args.data_dir),
+        host=args.host,
+        ports=(args.encoder_port, args.indexer_port, args.evaluator_port),
+        qdrant_url=os.environ.get("QDRANT_URL"),
+        log_level="info" if args.verbose else "warning",
+    )
+    urls = stack.start_in_thread()
+    print(f"encoder   {urls.encoder}\nindexer   {urls.indexer}\nevaluator {urls.evaluator}", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    stack.stop()
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from marsbench.datasets.synth import synthesize
+
+    summary = synthesize(args.out, scale=args.scale, seed=args.seed)
+    print(summary)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from marsbench.cli.progress import JobProgress
+    from marsbench.cli.run import ServiceUrls, model_reference, run_task, services
+    from marsbench.cli.tables import landform_table
+
+    model = model_reference(args.model, args.checkpoint)
+    urls = ServiceUrls(indexer=args.indexer_url, evaluator=args.evaluator_url)
+    with services(urls, data_dir=_data_dir(args.data_dir)) as running:
+        record, path = run_task(
+            running,
+            task=TaskName(args.task),
+            dataset_dir=args.dataset_dir,
+            model=model,
+            out_dir=args.out,
+            max_k=args.max_k,
+            on_progress=JobProgress(),
+        )
+    print(landform_table(record))
+    skipped = (record.indexing or {}).get("skipped", 0)
+    print(f"skipped while indexing: {skipped}\nrun record: {path}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from marsbench.client import EncoderClient, IndexerClient
+
+    if args.command == "models":
+        with EncoderClient(args.url) as encoder:
+            rows = [m.model_dump_json() for m in encoder.models()]
+    else:
+        with IndexerClient(args.url) as indexer:
+            items = indexer.jobs() if args.command == "jobs" else indexer.collections()
+            rows = [item.model_dump_json() for item in items]
+    print("\n".join(rows))
+    return 0
+
+
+COMMANDS = {
+    "demo": _cmd_demo,
+    "serve": _cmd_serve,
+    "data": _cmd_data,
+    "run": _cmd_run,
+    "models": _cmd_list,
+    "jobs": _cmd_list,
+    "collections": _cmd_list,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (CommandError, MarsbenchError) as exc:
+        print(f"marsbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""`LocalStack`: the three services in one process, sharing one vector store.
+
+The embedded Qdrant engine allows one process per shard, so single-machine use runs the
+encoder, indexer and evaluator as three uvicorn servers on one event loop. The indexer and
+evaluator still reach the encoder over loopback HTTP, through the same client as in a
+distributed deployment, so one code path serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from marsbench.encoder.app import create_app as create_encoder
+from marsbench.encoder.settings import EncoderSettings
+from marsbench.evaluator.app import create_app as create_evaluator
+from marsbench.evaluator.settings import EvaluatorSettings
+from marsbench.indexer.app import create_app as create_indexer
+from marsbench.indexer.settings import IndexerSettings
+from marsbench.settings import StoreSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackUrls:
+    encoder: str
+    indexer: str
+    evaluator: str
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class LocalStack:
+    """Binds three sockets (port 0 picks free ones), then serves the apps until stopped."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        ports: tuple[int, int, int] = (0, 0, 0),
+        qdrant_url: str | None = None,
+        encoder_settings: EncoderSettings | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self._sockets = [_bind(host, port) for port in ports]
+        self.urls = StackUrls(*(_url(host, sock) for sock in self._sockets))
+        common = {"data_dir": data_dir, "qdrant_url": qdrant_url}
+        self._store = StoreSettings(**common).open_store()
+        backend = {**common, "encoder_urls": [self.urls.encoder]}
+        apps: list[FastAPI] = [
+            create_encoder(encoder_settings or EncoderSettings()),
+            create_indexer(IndexerSettings(**backend), store=self._store),
+            create_evaluator(EvaluatorSettings(**backend), store=self._store),
+        ]
+        self._servers = [
+            uvicorn.Server(
+                uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5)
+            )
+            for app in apps
+        ]
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+
+    async def serve(self) -> None:
+        """Serve until `stop()` (or Ctrl-C); closes the shared store afterwards."""
+        try:
+            await asyncio.gather(
+                *(
+                    server.serve(sockets=[sock])
+                    for server, sock in zip(self._servers, self._sockets, strict=True)
+                )
+            )
+        finally:
+            self._store.close()
+
+    def start_in_thread(self, timeout_s: float = 60.0) -> StackUrls:
+        """Run the stack on a background thread; returns once every server has started."""
+        self._thread = threading.Thread(target=self._thread_main, name="marsbench-stack", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout_s) or self._failure is not None:
+            self.stop()
+            raise RuntimeError(f"local services did not start: {self._failure}")
+        return self.urls
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def __enter__(self) -> StackUrls:
+        return self.start_in_thread()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _thread_main(self) -> None:
+        async def main() -> None:
+            task = asyncio.ensure_future(self.serve())
+            while not all(server.started for server in self._servers):
+                if task.done():
+                    break
+                await asyncio.sleep(0.02)
+            self._started.set()
+            await task
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self._failure = exc
+            log.exception("local services stopped with an error")
+        finally:
+            self._started.set()
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()

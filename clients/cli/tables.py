@@ -1,0 +1,33 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from marsbench.schemas.runs import RunRecord
+
+LANDFORM_COLUMNS = ("mAP", "r_precision", "ndcg@10", "hit@10")
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    line = "  ".join("-" * width for width in widths)
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([fmt(headers), line, *(fmt(row) for row in rows)])
+
+
+def _x100(values: Mapping[str, float], columns: Sequence[str]) -> list[str]:
+    return [f"{100 * values[column]:.2f}" for column in columns]
+
+
+def landform_table(record: RunRecord) -> str:
+    """Per-class rows and the mean row, x100 as the benchmark reports them."""
+    rows = [[name, *_x100(metrics, LANDFORM_COLUMNS)] for name, metrics in sorted(record.per_class.items())]
+    rows.append(["mean", *_x100(record.metrics, LANDFORM_COLUMNS)])
+    return render_table(["class", *LANDFORM_COLUMNS], rows)

@@ -1,0 +1,31 @@
+"""Injectables as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.runs import RunService
+from marsbench.store import VectorStore
+
+
+def get_runs(request: Request) -> RunService:
+    runs: RunService = request.app.state.runs
+    return runs
+
+
+def get_store(request: Request) -> VectorStore:
+    store: VectorStore = request.app.state.store
+    return store
+
+
+def get_encoder(request: Request) -> QueryEncoder:
+    encoder: QueryEncoder = request.app.state.encoder
+    return encoder
+
+
+RunsDep = Annotated[RunService, Depends(get_runs)]
+StoreDep = Annotated[VectorStore, Depends(get_store)]
+EncoderDep = Annotated[QueryEncoder, Depends(get_encoder)]

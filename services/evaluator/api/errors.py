@@ -1,0 +1,35 @@
+"""The one mapping from evaluator errors to HTTP statuses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from marsbench.client import ApiError, MarsbenchError
+from marsbench.evaluator.core.errors import EvaluatorError, InvalidRun, NotIndexed, RunNotFound
+from marsbench.schemas.common import ErrorBody
+from marsbench.store import StoreError
+
+STATUS: dict[type[Exception], int] = {
+    RunNotFound: 404,
+    NotIndexed: 409,
+    InvalidRun: 422,
+    StoreError: 503,
+    MarsbenchError: 502,
+}
+
+
+async def _error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ApiError) and exc.status in (404, 422):
+        # The encoder refused the query (unknown model, modality it lacks): the caller's to fix.
+        body = ErrorBody(error=exc.error, message=f"encoder: {exc.message}", detail=exc.detail or None)
+        return JSONResponse(body.model_dump(), status_code=422)
+    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+    return JSONResponse(
+        ErrorBody(error=type(exc).__name__, message=str(exc)).model_dump(), status_code=status
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for kind in (EvaluatorError, StoreError, MarsbenchError):
+        app.add_exception_handler(kind, _error)

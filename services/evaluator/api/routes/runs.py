@@ -1,0 +1,26 @@
+"""`/v1/runs`: evaluate a collection and read run records."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from marsbench.evaluator.api.deps import RunsDep
+from marsbench.schemas.runs import RunCreate, RunList, RunRecord
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_run(request: RunCreate, runs: RunsDep) -> RunRecord:
+    """Evaluate now (seconds for the landform task) and return the stored record."""
+    return runs.create(request)
+
+
+@router.get("")
+def list_runs(runs: RunsDep) -> RunList:
+    return RunList(data=runs.list())
+
+
+@router.get("/{run_id}")
+def get_run(run_id: str, runs: RunsDep) -> RunRecord:
+    return runs.get(run_id)

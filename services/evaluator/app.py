@@ -1,0 +1,40 @@
+"""`create_app(settings)`: the evaluator service, with no side effects at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from marsbench.client import EncoderClient
+from marsbench.evaluator.api.errors import install_error_handlers
+from marsbench.evaluator.api.router import api_router
+from marsbench.evaluator.core.runs import RunService
+from marsbench.evaluator.settings import EvaluatorSettings
+from marsbench.store import VectorStore
+
+
+def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore | None = None) -> FastAPI:
+    """Build the app; pass `store` to share one already open (the embedded engine allows one owner)."""
+    settings = settings or EvaluatorSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        active_store = store or settings.open_store()
+        encoder = EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s)
+        app.state.store = active_store
+        app.state.encoder = encoder
+        app.state.runs = RunService(active_store, encoder, settings.runs_dir())
+        try:
+            yield
+        finally:
+            encoder.close()
+            if owned:
+                active_store.close()
+
+    app = FastAPI(title="marsbench evaluator", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,1 @@
+"""Evaluator core: query building, evaluation per task, run records, interactive search."""

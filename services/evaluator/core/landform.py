@@ -1,0 +1,80 @@
+"""Landform retrieval evaluation: a text query per class ranks every indexed image."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.metrics.landform import LandformMetrics, landform_metrics
+from marsbench.evaluator.metrics.ranking import rank_by_score
+from marsbench.store import VectorStore
+from marsbench.tasks.landform import LANDFORM, PROMPT_TEMPLATES, class_prompts, ensemble_query
+
+TIE_RULE = "score descending, then image name ascending"
+
+
+RANDOM_SHUFFLES = 20
+
+
+@dataclass(frozen=True)
+class LandformOutcome:
+    metrics: LandformMetrics
+    chance: dict[str, float]
+    n_images: int
+    classes: list[str]
+
+
+def chance_metrics(
+    names: list[str], relevant: dict[str, set[str]], *, max_k: int | None, shuffles: int = RANDOM_SHUFFLES
+) -> dict[str, float]:
+    """What a random ranking scores: the mean over seeded shuffles, for orientation beside results."""
+    rng = np.random.default_rng(0)
+    totals: dict[str, float] = {}
+    for _ in range(shuffles):
+        order = [names[i] for i in rng.permutation(len(names))]
+        scores = landform_metrics(dict.fromkeys(relevant, order), relevant, max_k=max_k).as_dict()
+        for key, value in scores.items():
+            totals[key] = totals.get(key, 0.0) + value / shuffles
+    return totals
+
+
+def build_class_queries(encoder: QueryEncoder, model: str, classes: list[str]) -> np.ndarray:
+    """One ensembled, normalised text query per class, in `classes` order."""
+    prompts = [prompt for name in classes for prompt in class_prompts(name)]
+    vectors = encoder.embed_texts(model, prompts)
+    per_class = vectors.reshape(len(classes), len(PROMPT_TEMPLATES), -1)
+    return np.stack([ensemble_query(group) for group in per_class])
+
+
+def evaluate_landform(
+    store: VectorStore, encoder: QueryEncoder, *, collection: str, model: str, max_k: int | None
+) -> LandformOutcome:
+    names_by_id: dict[str, str] = {}
+    relevant: dict[str, set[str]] = defaultdict(set)
+    for point in store.scroll(collection):
+        name, label = str(point.payload["name"]), str(point.payload["label"])
+        names_by_id[point.id] = name
+        relevant[label].add(name)
+    classes = sorted(relevant)
+    if not classes:
+        return LandformOutcome(landform_metrics({}, {}), {}, 0, [])
+    queries = build_class_queries(encoder, model, classes)
+    # Every image is ranked (the reference's default), best first; ties are re-broken by name below.
+    results = store.search_batch(
+        collection,
+        queries,
+        using=LANDFORM.image_vector,
+        limit=len(names_by_id),
+        exact=True,
+        with_payload=False,
+    )
+    rankings = {}
+    for name, hits in zip(classes, results, strict=True):
+        hit_names = [names_by_id[hit.id] for hit in hits]
+        rankings[name] = rank_by_score(hit_names, np.array([hit.score for hit in hits], dtype=np.float64))
+    metrics = landform_metrics(rankings, relevant, max_k=max_k)
+    chance = chance_metrics(sorted(names_by_id.values()), relevant, max_k=max_k)
+    return LandformOutcome(metrics, chance, len(names_by_id), classes)

@@ -1,0 +1,18 @@
+"""Evaluator settings (prefix `MARSBENCH_`, plus `QDRANT_URL`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from marsbench.settings import ServiceSettings
+
+
+class EvaluatorSettings(ServiceSettings):
+    results_dir: Path | None = Field(
+        default=None, description="Where run records are written; default `<data_dir>/runs`."
+    )
+
+    def runs_dir(self) -> Path:
+        return self.results_dir or self.data_dir / "runs"
