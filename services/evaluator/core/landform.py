@@ -13,7 +13,10 @@ from marsbench.evaluator.metrics.ranking import rank_by_score
 from marsbench.store import VectorStore
 from marsbench.tasks.landform import LANDFORM, PROMPT_TEMPLATES, class_prompts, ensemble_query
 
-TIE_RULE = "score descending, then image name ascending"
+# Parity: the reference rounds similarities to 6 decimals before sorting, so scores equal at that
+# precision are ties; it leaves their order to an unstable sort, we break them by image name.
+SCORE_DECIMALS = 6
+TIE_RULE = f"score rounded to {SCORE_DECIMALS} decimals descending, then image name ascending"
 
 
 RANDOM_SHUFFLES = 20
@@ -74,7 +77,8 @@ def evaluate_landform(
     rankings = {}
     for name, hits in zip(classes, results, strict=True):
         hit_names = [names_by_id[hit.id] for hit in hits]
-        rankings[name] = rank_by_score(hit_names, np.array([hit.score for hit in hits], dtype=np.float64))
+        scores = np.array([hit.score for hit in hits], dtype=np.float64)
+        rankings[name] = rank_by_score(hit_names, scores, decimals=SCORE_DECIMALS)
     metrics = landform_metrics(rankings, relevant, max_k=max_k)
     chance = chance_metrics(sorted(names_by_id.values()), relevant, max_k=max_k)
     return LandformOutcome(metrics, chance, len(names_by_id), classes)

@@ -1,0 +1,355 @@
+"""Reader for the landform retrieval data (Task 2 of the protocol).
+
+Two published layouts, detected the way the reference detects them:
+
+- parquet: Hugging Face parquet shards directly in the dataset folder, else in its `data/` folder.
+  Columns `image` (a struct {bytes, path}, or raw binary), `label` (a class index whose names are
+  in the schema's Hugging Face feature metadata) and an optional id (`image_id`, else `id`).
+- folders: one subfolder per class holding image files; the image name is the path relative to
+  the dataset folder, with forward slashes.
+
+The reader streams encoded bytes; it does not decode images (except `verify=True`, which only
+checks that Pillow can parse them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from marsbench.datasets.errors import DatasetError
+from marsbench.datasets.records import ImageRecord, SkipLog
+
+Layout = Literal["parquet", "folders"]
+
+# The reference's list, compared case-insensitively.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+PARQUET_SUFFIX = ".parquet"
+HF_METADATA_KEY = b"huggingface"
+ID_COLUMNS: tuple[str, ...] = ("image_id", "id")
+
+# Rows per parquet batch: small, because each row carries a whole encoded image.
+_IMAGE_BATCH_ROWS = 64
+_LABEL_BATCH_ROWS = 65_536
+_FINGERPRINT_HEX_CHARS = 16
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def is_image_file_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def class_names_from_hf_metadata(metadata: Mapping[bytes, bytes] | None) -> list[str] | None:
+    """Label names from a parquet schema's b"huggingface" metadata, or None when it has none.
+
+    `datasets` writes `{"info": {"features": {"label": {"_type": "ClassLabel", "names": [...]}}}}`;
+    a bare `{"features": ...}` is accepted too. An empty name list counts as no names, as in the
+    reference (it tests the list for truth).
+    """
+    if not metadata or HF_METADATA_KEY not in metadata:
+        return None
+    try:
+        document = json.loads(metadata[HF_METADATA_KEY])
+    except (ValueError, UnicodeDecodeError) as exc:
+        # Guessing names from label values would silently rename every class: refuse instead.
+        raise DatasetError(f"unreadable Hugging Face feature metadata in the parquet schema: {exc}") from exc
+    if not isinstance(document, dict):
+        return None
+    info = document.get("info")
+    features = info.get("features") if isinstance(info, dict) else None
+    if features is None:
+        features = document.get("features")
+    label = features.get("label") if isinstance(features, dict) else None
+    names = label.get("names") if isinstance(label, dict) else None
+    if not isinstance(names, list) or not names:
+        return None
+    return [str(name) for name in names]
+
+
+def row_image_name(image_id: object, id_: object, row_index: int) -> str:
+    """The image name of a parquet row, as the reference forms it.
+
+    The reference uses `row.get("image_id") or row.get("id") or str(index)`, so every *falsy* id
+    (null, "", 0) falls through to the next candidate: an image whose `image_id` is 0 is named by
+    its `id`, or by its global row index. Mirrored on purpose so that names (and thus relevance
+    sets and tie order) match the reference's.
+    """
+    value = image_id or id_
+    return str(value) if value else str(row_index)
+
+
+def image_bytes_of(cell: object) -> bytes | None:
+    """The encoded bytes of one `image` cell (Hugging Face struct {bytes, path}, or raw binary).
+
+    A struct with only a `path` yields None: the reader does not follow paths out of the dataset.
+    """
+    if isinstance(cell, dict):
+        cell = cell.get("bytes")
+    if isinstance(cell, bytes | bytearray | memoryview) and len(cell) > 0:
+        return bytes(cell)
+    return None
+
+
+def class_of_label(label: object, names: Sequence[str] | None) -> str | None:
+    """The class name of a label value, or None when the label cannot name a class.
+
+    With names (from the metadata) the label must be an integer index into them; without names
+    the class is the label value as a string, as in the reference.
+    """
+    if label is None or isinstance(label, bool):
+        return None
+    if names is None:
+        return str(label)
+    if isinstance(label, int) and 0 <= label < len(names):
+        return names[label]
+    return None
+
+
+def image_problem(data: bytes) -> str | None:
+    """None when Pillow can parse and verify the encoded image, else a short reason."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:  # Pillow signals bad data with many types (OSError, SyntaxError, ...)
+        return f"corrupt image ({type(exc).__name__}: {exc})"
+    return None
+
+
+def fingerprint_of(entries: Sequence[tuple[str, int]]) -> str:
+    """Short sha256 hex over (relative name, size) pairs, independent of their order."""
+    digest = hashlib.sha256()
+    for name, size in sorted(entries):
+        digest.update(f"{name}\0{size}\n".encode())
+    return digest.hexdigest()[:_FINGERPRINT_HEX_CHARS]
+
+
+# ----------------------------------------------------------------------------- file system
+
+
+def _parquet_files_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.name.endswith(PARQUET_SUFFIX) and p.is_file()]
+    # Sorted by name: the global row index (the last id fallback) runs over shards in this order.
+    return sorted(files, key=lambda p: p.name)
+
+
+def _class_folders(root: Path) -> list[Path]:
+    # Hidden folders are not classes: `huggingface_hub.snapshot_download` leaves a `.cache/` in the
+    # dataset folder. (The reference lists it as a class but, holding no images, never queries it.)
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(folders, key=lambda p: p.name)
+
+
+def _image_files_in(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if is_image_file_name(p.name) and p.is_file()]
+    return sorted(files, key=lambda p: p.name)
+
+
+def _holds_any_image(folders: Sequence[Path]) -> bool:
+    return any(is_image_file_name(p.name) and p.is_file() for folder in folders for p in folder.iterdir())
+
+
+def _detect_layout(root: Path) -> tuple[Layout, list[Path]]:
+    if not root.is_dir():
+        raise DatasetError(f"landform dataset folder {root} does not exist or is not a folder")
+    for folder in (root, root / "data"):
+        shards = _parquet_files_in(folder)
+        if shards:
+            return "parquet", shards
+    if _holds_any_image(_class_folders(root)):
+        return "folders", []
+    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+    raise DatasetError(
+        f"no landform data found in {root}: expected Hugging Face parquet shards (*{PARQUET_SUFFIX}) "
+        f"in that folder or in its data/ subfolder, or one subfolder per class holding image files "
+        f"({extensions})"
+    )
+
+
+# ----------------------------------------------------------------------------- the reader
+
+
+class LandformDataset:
+    """The landform retrieval images of one published `dataset/` folder.
+
+    Record keys are image names; payloads are `{"name": image_name, "label": class_name}`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root)
+        self._layout, self._shards = _detect_layout(self._root)
+        self._class_names: list[str] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout
+
+    def class_names(self) -> list[str]:
+        """Every declared class, including ones with no images (those get no relevant set)."""
+        if self._class_names is None:
+            if self._layout == "folders":
+                self._class_names = [p.name for p in _class_folders(self._root)]
+            else:
+                self._class_names = self._metadata_names() or self._distinct_label_names()
+        return list(self._class_names)
+
+    def count(self) -> int:
+        """Candidate items before any skip: parquet rows from the footers, or image files."""
+        if self._layout == "parquet":
+            return sum(pq.read_metadata(shard).num_rows for shard in self._shards)
+        return sum(len(_image_files_in(folder)) for folder in _class_folders(self._root))
+
+    def fingerprint(self) -> str:
+        """Identifies this data variant by its files' relative names and sizes (not contents)."""
+        files = self._shards if self._layout == "parquet" else list(self._folder_images())
+        entries = [(self._relative_name(p), p.stat().st_size) for p in files]
+        return fingerprint_of([(f"{self._layout}:{name}", size) for name, size in entries])
+
+    def iter_records(self, skips: SkipLog, *, verify: bool = False) -> Iterator[ImageRecord]:
+        """Streams the records in a stable order; every unusable item goes to `skips` with a reason.
+
+        Skipped: no image bytes, a label that names no class, a name already yielded, an unreadable
+        file, and (with `verify`) an image Pillow cannot verify. Note the reference itself accepts
+        truncated images (it sets `LOAD_TRUNCATED_IMAGES`), so `verify` may skip a few it would keep.
+        """
+        if self._layout == "parquet":
+            yield from self._iter_parquet(skips, verify)
+        else:
+            yield from self._iter_folders(skips, verify)
+
+    # -- parquet
+
+    def _metadata_names(self) -> list[str] | None:
+        # Names come from the first shard, as `datasets` infers the features from the first file.
+        return class_names_from_hf_metadata(pq.read_schema(self._shards[0]).metadata)
+
+    def _distinct_label_names(self) -> list[str]:
+        # No metadata: the reference's classes are the distinct label values as strings, sorted
+        # as strings ("10" before "2"). Reads the label column only.
+        values: set[str] = set()
+        for shard in self._shards:
+            with pq.ParquetFile(shard) as parquet:
+                self._require_columns(shard, parquet.schema_arrow.names)
+                for batch in parquet.iter_batches(batch_size=_LABEL_BATCH_ROWS, columns=["label"]):
+                    labels = pc.unique(batch.column("label")).to_pylist()
+                    values.update(str(v) for v in labels if v is not None and not isinstance(v, bool))
+        return sorted(values)
+
+    def _require_columns(self, shard: Path, columns: Sequence[str]) -> None:
+        missing = [c for c in ("image", "label") if c not in columns]
+        if missing:
+            raise DatasetError(f"parquet shard {shard} lacks the column(s) {', '.join(missing)}")
+
+    def _iter_parquet(self, skips: SkipLog, verify: bool) -> Iterator[ImageRecord]:
+        names = self._metadata_names()
+        seen: set[str] = set()
+        row_index = 0  # global across the sorted shards, like the reference's concatenated dataset
+        for shard in self._shards:
+            with pq.ParquetFile(shard) as parquet:
+                available = parquet.schema_arrow.names
+                self._require_columns(shard, available)
+                id_columns = [c for c in ID_COLUMNS if c in available]
+                batches = parquet.iter_batches(
+                    batch_size=_IMAGE_BATCH_ROWS, columns=["image", "label", *id_columns]
+                )
+                for batch in batches:
+                    images = batch.column("image").to_pylist()
+                    labels = batch.column("label").to_pylist()
+                    ids = {c: batch.column(c).to_pylist() for c in id_columns}
+                    for offset in range(batch.num_rows):
+                        name = row_image_name(
+                            ids["image_id"][offset] if "image_id" in ids else None,
+                            ids["id"][offset] if "id" in ids else None,
+                            row_index + offset,
+                        )
+                        record = self._parquet_record(
+                            name, images[offset], labels[offset], names, seen, skips, verify
+                        )
+                        if record is not None:
+                            yield record
+                    row_index += batch.num_rows
+
+    @staticmethod
+    def _parquet_record(
+        name: str,
+        image_cell: object,
+        label: object,
+        names: Sequence[str] | None,
+        seen: set[str],
+        skips: SkipLog,
+        verify: bool,
+    ) -> ImageRecord | None:
+        data = image_bytes_of(image_cell)
+        if data is None:
+            skips.add(name, "no image bytes")
+            return None
+        class_name = class_of_label(label, names)
+        if class_name is None:
+            if label is None:
+                skips.add(name, "missing label")
+            else:
+                classes = len(names or ())
+                skips.add(name, f"label {label!r} is not a class index (there are {classes} classes)")
+            return None
+        return _accept(name, data, class_name, seen, skips, verify)
+
+    # -- folders
+
+    def _folder_images(self) -> Iterator[Path]:
+        for folder in _class_folders(self._root):
+            yield from _image_files_in(folder)
+
+    def _iter_folders(self, skips: SkipLog, verify: bool) -> Iterator[ImageRecord]:
+        seen: set[str] = set()
+        for folder in _class_folders(self._root):
+            for path in _image_files_in(folder):
+                name = self._relative_name(path)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    skips.add(name, f"unreadable file ({exc.strerror or exc})")
+                    continue
+                if not data:
+                    skips.add(name, "empty file")
+                    continue
+                record = _accept(name, data, folder.name, seen, skips, verify)
+                if record is not None:
+                    yield record
+
+    def _relative_name(self, path: Path) -> str:
+        return path.relative_to(self._root).as_posix()
+
+
+def _accept(
+    name: str, data: bytes, class_name: str, seen: set[str], skips: SkipLog, verify: bool
+) -> ImageRecord | None:
+    """The record for a row that has bytes and a class, unless its name repeats or it is corrupt.
+
+    A name counts as taken only once a record with it was yielded, so a broken first row does not
+    shadow a good later one.
+    """
+    if name in seen:
+        skips.add(name, "duplicate image name")
+        return None
+    if verify:
+        problem = image_problem(data)
+        if problem is not None:
+            skips.add(name, problem)
+            return None
+    seen.add(name)
+    return ImageRecord(key=name, image=data, payload={"name": name, "label": class_name})
