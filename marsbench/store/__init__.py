@@ -1,1 +1,59 @@
 """The vector store seam: one interface, two backends (embedded Qdrant engine, Qdrant server)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from marsbench.store.base import (
+    CollectionInfo,
+    CollectionMismatch,
+    CollectionNotFound,
+    CollectionSpec,
+    GeoBox,
+    GeoRadius,
+    Hit,
+    PayloadIndex,
+    Point,
+    SearchFilter,
+    StoredPoint,
+    StoreError,
+    VectorStore,
+)
+from marsbench.store.edge import EmbeddedStore, StoreLocked
+from marsbench.store.factory import ClusterOptions, open_store
+from marsbench.store.naming import collection_name, point_id
+
+if TYPE_CHECKING:
+    from marsbench.store.server import ServerStore
+
+__all__ = [
+    "ClusterOptions",
+    "CollectionInfo",
+    "CollectionMismatch",
+    "CollectionNotFound",
+    "CollectionSpec",
+    "EmbeddedStore",
+    "GeoBox",
+    "GeoRadius",
+    "Hit",
+    "PayloadIndex",
+    "Point",
+    "SearchFilter",
+    "ServerStore",
+    "StoreError",
+    "StoreLocked",
+    "StoredPoint",
+    "VectorStore",
+    "collection_name",
+    "open_store",
+    "point_id",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # ServerStore loads lazily: importing qdrant-client costs over a second that embedded runs skip.
+    if name == "ServerStore":
+        from marsbench.store.server import ServerStore
+
+        return ServerStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

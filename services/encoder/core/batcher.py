@@ -89,7 +89,7 @@ class DynamicBatcher(Generic[T]):
         try:
             return await request.future
         finally:
-            if not request.future.done():  # the caller went away: drop what is still queued
+            if request.remaining:  # the caller went away: drop what is still queued
                 self._queued_items -= request.remaining
                 request.taken = len(request.items)
 

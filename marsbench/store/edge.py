@@ -1,0 +1,400 @@
+"""The embedded Qdrant engine (``qdrant-edge-py``), running inside this process.
+
+Layout under ``root``::
+
+    collections/<name>/spec.json   what the collection holds; written first, so it lists the collection
+    collections/<name>/shard/      the engine's shard (WAL, segments, its own config)
+
+The engine locks a shard's WAL, so only one process can open a shard; a second one gets
+`StoreLocked`. Within the process, a lock per shard serialises the calls into it and keeps a
+shard from being closed or deleted under a running search; qdrant-edge 0.9.0 keeps the GIL
+while it searches (measured), so the lock costs no parallelism. The engine builds no HNSW by itself (only an
+explicit ``optimize()`` would), so every search here is a flat exact scan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from marsbench.store._common import (
+    as_floats,
+    canonical_ids,
+    check_limit,
+    check_same_vectors,
+    check_spec,
+    in_request_order,
+    query_rows,
+)
+from marsbench.store.base import (
+    CollectionInfo,
+    CollectionMismatch,
+    CollectionNotFound,
+    CollectionSpec,
+    Hit,
+    PayloadIndex,
+    Point,
+    SearchFilter,
+    StoredPoint,
+    StoreError,
+)
+
+_SPEC_FILE = "spec.json"
+_SHARD_DIR = "shard"
+_SPEC_FORMAT = 1
+# Collection names become directory names: no separators, no leading dot.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# How qdrant-edge 0.9.0 reports a WAL another open shard holds (it raises a bare Exception).
+_LOCKED_MARKER = "WouldBlock"
+
+_SCHEMA_TYPES = {
+    PayloadIndex.KEYWORD: qe.PayloadSchemaType.Keyword,
+    PayloadIndex.INTEGER: qe.PayloadSchemaType.Integer,
+    PayloadIndex.FLOAT: qe.PayloadSchemaType.Float,
+    PayloadIndex.GEO: qe.PayloadSchemaType.Geo,
+}
+
+
+class StoreLocked(StoreError):
+    """A shard of the embedded store is open in another process."""
+
+
+@dataclass(eq=False)
+class _OpenShard:
+    shard: qe.EdgeShard
+    spec: CollectionSpec
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+
+class EmbeddedStore:
+    """`VectorStore` over qdrant-edge shards kept under ``root``; safe to share between threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._collections = self.root / "collections"
+        self._open: dict[str, _OpenShard] = {}
+        # Guards `_open` and the on-disk layout (create, open, delete).
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> EmbeddedStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- collections -------------------------------------------------------------------------
+
+    def ensure_collection(self, spec: CollectionSpec) -> bool:
+        check_spec(spec)
+        if not _SAFE_NAME.fullmatch(spec.name):
+            raise ValueError(f"collection name {spec.name!r} is not a safe directory name")
+        with self._lock:
+            existing = self._read_spec(spec.name)
+            if existing is not None:
+                check_same_vectors(spec, existing.vectors)
+                self._add_payload_indexes(existing, spec)
+                return False
+            # Debris of an interrupted delete: the spec goes first, so nothing lists it.
+            shutil.rmtree(self._dir(spec.name), ignore_errors=True)
+            self._write_spec(spec)
+            self._open[spec.name] = self._load(spec)
+            return True
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        with self._shard(name) as entry:
+            points = entry.shard.count(qe.CountRequest(exact=True))
+        return CollectionInfo(name=name, vectors=dict(entry.spec.vectors), points=points)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        if not self._collections.is_dir():
+            return []
+        names = sorted(p.parent.name for p in self._collections.glob(f"*/{_SPEC_FILE}"))
+        infos = []
+        for name in names:
+            try:
+                infos.append(self.collection_info(name))
+            except CollectionNotFound:
+                continue  # deleted by another thread meanwhile
+        return infos
+
+    def delete_collection(self, name: str) -> bool:
+        with self._lock:
+            spec = self._read_spec(name)
+            if spec is None:
+                return False
+            entry = self._open.pop(name, None) or self._load_for_delete(spec)
+            if entry is not None:
+                with entry.lock:
+                    entry.shard.close()
+                    entry.closed = True
+            (self._dir(name) / _SPEC_FILE).unlink()
+            shutil.rmtree(self._dir(name))
+            return True
+
+    # -- points ------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        operation = qe.UpdateOperation.upsert_points([_edge_point(p) for p in points])
+        with self._shard(collection) as entry:
+            if not points:
+                return
+            entry.shard.update(operation)
+            # Durable on return. A flush costs about 7 ms, next to about 19 ms for building and
+            # applying a batch of 256 512-d points, so flushing per batch is affordable.
+            entry.shard.flush()
+
+    def count(self, collection: str) -> int:
+        with self._shard(collection) as entry:
+            return entry.shard.count(qe.CountRequest(exact=True))
+
+    def search_batch(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        *,
+        using: str,
+        limit: int,
+        exact: bool = True,
+        filter: SearchFilter | None = None,
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        check_limit(limit)
+        edge_filter = _edge_filter(filter)
+        params = qe.SearchParams(exact=exact)
+        requests = [
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(row, using=using),
+                filter=edge_filter,
+                params=params,
+                with_payload=with_payload,
+                with_vector=False,
+            )
+            for row in query_rows(vectors)
+        ]
+        with self._shard(collection) as entry:
+            if not requests:
+                return []
+            results = entry.shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[_hit(point) for point in points] for points in results]
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        wanted = canonical_ids(ids)
+        with self._shard(collection) as entry:
+            records = entry.shard.retrieve(wanted, True, with_vectors) if wanted else []
+        return in_request_order(wanted, [_stored(r) for r in records])
+
+    def scroll(
+        self, collection: str, *, with_vectors: bool = False, batch_size: int = 1024
+    ) -> Iterator[StoredPoint]:
+        check_limit(batch_size)
+        self._entry(collection)  # fail now, not at the first next()
+        return self._pages(collection, with_vectors, batch_size)
+
+    def close(self) -> None:
+        with self._lock:
+            entries = list(self._open.values())
+            self._open.clear()
+            for entry in entries:
+                with entry.lock:
+                    entry.shard.close()
+                    entry.closed = True
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _pages(self, collection: str, with_vectors: bool, batch_size: int) -> Iterator[StoredPoint]:
+        offset: qe.PointId | None = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
+            )
+            # The lock is held per page only, never while the caller consumes points.
+            with self._shard(collection) as entry:
+                records, offset = entry.shard.scroll(request)
+            yield from (_stored(r) for r in records)
+            if offset is None:
+                return
+
+    @contextmanager
+    def _shard(self, name: str) -> Iterator[_OpenShard]:
+        """The open shard of `name`, locked; engine failures become `StoreError`."""
+        entry = self._entry(name)
+        with entry.lock:
+            if entry.closed:  # deleted or closed while we waited
+                raise CollectionNotFound(name)
+            try:
+                yield entry
+            except StoreError:
+                raise
+            except Exception as exc:  # qdrant-edge raises bare Exceptions
+                raise StoreError(f"collection {name!r}: {exc}") from exc
+
+    def _entry(self, name: str) -> _OpenShard:
+        with self._lock:
+            entry = self._open.get(name)
+            if entry is None:
+                spec = self._read_spec(name)
+                if spec is None:
+                    raise CollectionNotFound(name)
+                entry = self._open[name] = self._load(spec)
+            return entry
+
+    def _load(self, spec: CollectionSpec) -> _OpenShard:
+        """Open (or, after an interrupted create, create) the shard; add missing payload indexes."""
+        path = self._dir(spec.name) / _SHARD_DIR
+        config = _edge_config(spec)
+        try:
+            if (path / "segments").is_dir():
+                shard = qe.EdgeShard.load(str(path), config)
+            else:
+                shard = qe.EdgeShard.create(str(path), config)
+        except Exception as exc:
+            if _LOCKED_MARKER in str(exc):
+                raise StoreLocked(self._locked_message(spec.name)) from exc
+            raise StoreError(f"cannot open collection {spec.name!r} at {path}: {exc}") from exc
+        try:
+            _create_payload_indexes(shard, spec)
+        except Exception as exc:
+            shard.close()
+            raise StoreError(f"collection {spec.name!r}: cannot index payload: {exc}") from exc
+        return _OpenShard(shard=shard, spec=spec)
+
+    def _load_for_delete(self, spec: CollectionSpec) -> _OpenShard | None:
+        """Open the shard to take the engine's lock, so a shard another process uses stays intact;
+        a shard that fails to open for any other reason is debris and may go."""
+        try:
+            return self._load(spec)
+        except StoreLocked:
+            raise
+        except StoreError:
+            return None
+
+    def _add_payload_indexes(self, existing: CollectionSpec, spec: CollectionSpec) -> None:
+        """Index the payload fields `spec` adds to an existing collection (caller holds `_lock`)."""
+        old = existing.payload_indexes
+        clashes = {f: t for f, t in spec.payload_indexes.items() if old.get(f, t) != t}
+        if clashes:
+            raise CollectionMismatch(
+                f"collection {spec.name!r} indexes {dict(old)}; cannot re-index {clashes}"
+            )
+        if set(spec.payload_indexes) <= set(old):
+            return
+        merged = CollectionSpec(spec.name, dict(existing.vectors), {**old, **spec.payload_indexes})
+        # Spec first: a shard that is not open now gets the new indexes when it next opens.
+        self._write_spec(merged)
+        entry = self._open.get(spec.name)
+        if entry is not None:
+            with entry.lock:
+                try:
+                    _create_payload_indexes(entry.shard, merged)
+                except Exception as exc:  # qdrant-edge raises bare Exceptions
+                    raise StoreError(f"collection {spec.name!r}: cannot index payload: {exc}") from exc
+                entry.spec = merged
+
+    def _dir(self, name: str) -> Path:
+        return self._collections / name
+
+    def _read_spec(self, name: str) -> CollectionSpec | None:
+        if not _SAFE_NAME.fullmatch(name):
+            return None  # such a collection cannot have been created
+        path = self._dir(name) / _SPEC_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read the spec of collection {name!r} at {path}: {exc}") from exc
+        return CollectionSpec(
+            name=raw["name"],
+            vectors={k: int(v) for k, v in raw["vectors"].items()},
+            payload_indexes={k: PayloadIndex(v) for k, v in raw["payload_indexes"].items()},
+        )
+
+    def _write_spec(self, spec: CollectionSpec) -> None:
+        raw: dict[str, Any] = {
+            "format": _SPEC_FORMAT,
+            "name": spec.name,
+            "distance": "dot",
+            "vectors": dict(spec.vectors),
+            "payload_indexes": {k: str(v) for k, v in spec.payload_indexes.items()},
+        }
+        path = self._dir(spec.name) / _SPEC_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw, indent=2) + "\n")
+        tmp.replace(path)  # atomic: readers see the old spec or the new one
+
+    def _locked_message(self, name: str) -> str:
+        return (
+            f"collection {name!r} of the embedded Qdrant store at {self.root} is open in another "
+            "process (or another EmbeddedStore in this one). One process owns the embedded store: "
+            "run the services together with `marsbench serve`, or set QDRANT_URL to use a Qdrant "
+            "server."
+        )
+
+
+def _edge_config(spec: CollectionSpec) -> qe.EdgeConfig:
+    # Dot, not Cosine: vectors arrive L2-normalised and are stored (and returned) unchanged.
+    vectors = {
+        name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot) for name, dim in spec.vectors.items()
+    }
+    return qe.EdgeConfig(vectors=vectors)
+
+
+def _create_payload_indexes(shard: qe.EdgeShard, spec: CollectionSpec) -> None:
+    present = shard.info().payload_schema
+    missing = {f: t for f, t in spec.payload_indexes.items() if f not in present}
+    for field_name, index in missing.items():
+        shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[index]))
+    if missing:
+        shard.flush()
+
+
+def _edge_point(point: Point) -> qe.Point:
+    vectors = {name: as_floats(v) for name, v in point.vectors.items()}
+    return qe.Point(point.id, vectors, dict(point.payload))
+
+
+def _edge_filter(search_filter: SearchFilter | None) -> qe.Filter | None:
+    if search_filter is None:
+        return None
+    must: list[qe.ConditionType] = [
+        qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in search_filter.match.items()
+    ]
+    if (box := search_filter.geo_box) is not None:
+        corners = qe.GeoBoundingBox(
+            top_left=qe.GeoPoint(lon=box.lon_min, lat=box.lat_max),
+            bottom_right=qe.GeoPoint(lon=box.lon_max, lat=box.lat_min),
+        )
+        must.append(qe.FieldCondition(box.field, geo_bounding_box=corners))
+    if (circle := search_filter.geo_radius) is not None:
+        center = qe.GeoPoint(lon=circle.lon, lat=circle.lat)
+        radius = qe.GeoRadius(center=center, radius=circle.radius_m)
+        must.append(qe.FieldCondition(circle.field, geo_radius=radius))
+    return qe.Filter(must=must) if must else None
+
+
+def _hit(point: qe.ScoredPoint) -> Hit:
+    return Hit(id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
+
+
+def _stored(record: qe.Record) -> StoredPoint:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    return StoredPoint(
+        id=str(record.id),
+        payload=dict(record.payload or {}),
+        vectors={name: np.asarray(v, dtype=np.float32) for name, v in vectors.items()},
+    )

@@ -1,0 +1,318 @@
+"""A Qdrant server or cluster through qdrant-client (REST).
+
+Tests hand in a local-mode client (``QdrantClient(location=":memory:")`` or ``path=...``): pure
+Python brute force, fine for the contract tests, far too slow for real collections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from marsbench.store._common import (
+    as_floats,
+    canonical_ids,
+    check_limit,
+    check_same_vectors,
+    check_spec,
+    in_request_order,
+    query_rows,
+)
+from marsbench.store.base import (
+    CollectionInfo,
+    CollectionMismatch,
+    CollectionNotFound,
+    CollectionSpec,
+    Hit,
+    PayloadIndex,
+    Point,
+    SearchFilter,
+    StoredPoint,
+    StoreError,
+)
+
+# What qdrant-client raises for a failed call: the server's answer, a transport failure, or (in
+# local mode) a ValueError such as "Collection x not found".
+_CLIENT_ERRORS = (UnexpectedResponse, ResponseHandlingException, ValueError)
+
+_SCHEMA_TYPES = {
+    PayloadIndex.KEYWORD: models.PayloadSchemaType.KEYWORD,
+    PayloadIndex.INTEGER: models.PayloadSchemaType.INTEGER,
+    PayloadIndex.FLOAT: models.PayloadSchemaType.FLOAT,
+    PayloadIndex.GEO: models.PayloadSchemaType.GEO,
+}
+
+
+class ServerStore:
+    """`VectorStore` over a Qdrant server; the cluster options apply to collections it creates."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        client: QdrantClient | None = None,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+        timeout: float = 60,
+    ) -> None:
+        if client is None and url is None:
+            raise ValueError("ServerStore needs a server url or a QdrantClient")
+        # An injected client belongs to the caller, who closes it.
+        self._owns_client = client is None
+        self._client = client or QdrantClient(url=url, api_key=api_key, timeout=math.ceil(timeout))
+        self._shard_number = shard_number
+        self._replication_factor = replication_factor
+        self._write_consistency_factor = write_consistency_factor
+
+    def __enter__(self) -> ServerStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- collections -------------------------------------------------------------------------
+
+    def ensure_collection(self, spec: CollectionSpec) -> bool:
+        check_spec(spec)
+        if not self._exists(spec.name) and self._create(spec):
+            return True
+        # It existed, or another process created it between our check and our create.
+        with self._errors(spec.name):
+            info = self._client.get_collection(spec.name)
+        check_same_vectors(spec, _vector_dims(info))
+        self._add_payload_indexes(spec, info)
+        return False
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        with self._errors(name):
+            info = self._client.get_collection(name)
+        return CollectionInfo(name=name, vectors=_vector_dims(info), points=self.count(name))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        with self._errors(""):
+            names = sorted(c.name for c in self._client.get_collections().collections)
+        infos = []
+        for name in names:
+            try:
+                infos.append(self.collection_info(name))
+            except CollectionNotFound:
+                continue  # deleted by someone else meanwhile
+        return infos
+
+    def delete_collection(self, name: str) -> bool:
+        if not self._exists(name):
+            return False
+        with self._errors(name):
+            self._client.delete_collection(name)
+        return True
+
+    # -- points ------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        if not points:
+            self._require(collection)
+            return
+        structs = [
+            models.PointStruct(
+                id=p.id,
+                vector={name: as_floats(v) for name, v in p.vectors.items()},
+                payload=dict(p.payload),
+            )
+            for p in points
+        ]
+        with self._errors(collection):
+            # wait=True: applied (and in the WAL) when it returns.
+            self._client.upsert(collection, points=structs, wait=True)
+
+    def count(self, collection: str) -> int:
+        with self._errors(collection):
+            return self._client.count(collection, exact=True).count
+
+    def search_batch(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        *,
+        using: str,
+        limit: int,
+        exact: bool = True,
+        filter: SearchFilter | None = None,
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        check_limit(limit)
+        query_filter = _query_filter(filter)
+        # exact=True bypasses HNSW and quantization: the ground truth needs the true top-k.
+        params = models.SearchParams(exact=exact)
+        requests = [
+            models.QueryRequest(
+                query=row,
+                using=using,
+                limit=limit,
+                filter=query_filter,
+                params=params,
+                with_payload=with_payload,
+                with_vector=False,
+            )
+            for row in query_rows(vectors)
+        ]
+        if not requests:
+            self._require(collection)
+            return []
+        with self._errors(collection):
+            responses = self._client.query_batch_points(collection, requests=requests)
+        return [[_hit(point) for point in response.points] for response in responses]
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        wanted = canonical_ids(ids)
+        if not wanted:
+            self._require(collection)
+            return []
+        with self._errors(collection):
+            records = self._client.retrieve(
+                collection, ids=wanted, with_payload=True, with_vectors=with_vectors
+            )
+        return in_request_order(wanted, [_stored(r) for r in records])
+
+    def scroll(
+        self, collection: str, *, with_vectors: bool = False, batch_size: int = 1024
+    ) -> Iterator[StoredPoint]:
+        check_limit(batch_size)
+        self._require(collection)  # fail now, not at the first next()
+        return self._pages(collection, with_vectors, batch_size)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _pages(self, collection: str, with_vectors: bool, batch_size: int) -> Iterator[StoredPoint]:
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with self._errors(collection):
+                records, offset = self._client.scroll(
+                    collection,
+                    limit=batch_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                )
+            yield from (_stored(r) for r in records)
+            if offset is None:
+                return
+
+    def _create(self, spec: CollectionSpec) -> bool:
+        """Create the collection and its payload indexes; False if someone else created it first."""
+        vectors = {
+            name: models.VectorParams(size=dim, distance=models.Distance.DOT)
+            for name, dim in spec.vectors.items()
+        }
+        try:
+            self._client.create_collection(
+                spec.name,
+                vectors_config=vectors,
+                shard_number=self._shard_number,
+                replication_factor=self._replication_factor,
+                write_consistency_factor=self._write_consistency_factor,
+            )
+        except _CLIENT_ERRORS as exc:
+            if self._exists(spec.name):
+                return False
+            raise StoreError(f"cannot create collection {spec.name!r}: {exc}") from exc
+        # Before any upload: indexing an empty collection is free, a full one is not.
+        self._create_payload_indexes(spec.name, spec.payload_indexes)
+        return True
+
+    def _add_payload_indexes(self, spec: CollectionSpec, info: models.CollectionInfo) -> None:
+        """Index the payload fields `spec` adds to an existing collection."""
+        present = {name: schema.data_type for name, schema in info.payload_schema.items()}
+        wanted = {f: _SCHEMA_TYPES[t] for f, t in spec.payload_indexes.items()}
+        clashes = {f: t for f, t in wanted.items() if present.get(f, t) != t}
+        if clashes:
+            raise CollectionMismatch(f"collection {spec.name!r} indexes {present}; cannot re-index {clashes}")
+        missing = {f: t for f, t in spec.payload_indexes.items() if f not in present}
+        self._create_payload_indexes(spec.name, missing)
+
+    def _create_payload_indexes(self, name: str, indexes: Mapping[str, PayloadIndex]) -> None:
+        for field_name, index in indexes.items():
+            with self._errors(name):
+                self._client.create_payload_index(
+                    name, field_name=field_name, field_schema=_SCHEMA_TYPES[index], wait=True
+                )
+
+    def _exists(self, name: str) -> bool:
+        with self._errors(""):
+            return self._client.collection_exists(name)
+
+    def _require(self, name: str) -> None:
+        if not self._exists(name):
+            raise CollectionNotFound(name)
+
+    @contextmanager
+    def _errors(self, collection: str) -> Iterator[None]:
+        """Client failures become `StoreError`, or `CollectionNotFound` when that is the cause."""
+        try:
+            yield
+        except _CLIENT_ERRORS as exc:
+            # Ask rather than parse messages: REST, gRPC and local mode word "not found" differently.
+            if collection and not self._exists_or_unknown(collection):
+                raise CollectionNotFound(collection) from exc
+            where = f"collection {collection!r}" if collection else "Qdrant"
+            raise StoreError(f"{where}: {exc}") from exc
+
+    def _exists_or_unknown(self, name: str) -> bool:
+        try:
+            return self._client.collection_exists(name)
+        except _CLIENT_ERRORS:
+            return True  # the server is unreachable: report the original failure
+
+
+def _vector_dims(info: models.CollectionInfo) -> dict[str, int]:
+    vectors = info.config.params.vectors
+    if vectors is None:
+        return {}
+    if isinstance(vectors, models.VectorParams):
+        return {"": vectors.size}  # an unnamed vector, from a collection marsbench did not create
+    return {name: params.size for name, params in vectors.items()}
+
+
+def _query_filter(search_filter: SearchFilter | None) -> models.Filter | None:
+    if search_filter is None:
+        return None
+    must: list[models.Condition] = [
+        models.FieldCondition(key=key, match=models.MatchValue(value=value))
+        for key, value in search_filter.match.items()
+    ]
+    if (box := search_filter.geo_box) is not None:
+        corners = models.GeoBoundingBox(
+            top_left=models.GeoPoint(lon=box.lon_min, lat=box.lat_max),
+            bottom_right=models.GeoPoint(lon=box.lon_max, lat=box.lat_min),
+        )
+        must.append(models.FieldCondition(key=box.field, geo_bounding_box=corners))
+    if (circle := search_filter.geo_radius) is not None:
+        center = models.GeoPoint(lon=circle.lon, lat=circle.lat)
+        radius = models.GeoRadius(center=center, radius=circle.radius_m)
+        must.append(models.FieldCondition(key=circle.field, geo_radius=radius))
+    return models.Filter(must=must) if must else None
+
+
+def _hit(point: models.ScoredPoint) -> Hit:
+    return Hit(id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
+
+
+def _stored(record: models.Record) -> StoredPoint:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    return StoredPoint(
+        id=str(record.id),
+        payload=dict(record.payload or {}),
+        vectors={name: np.asarray(v, dtype=np.float32) for name, v in vectors.items()},
+    )

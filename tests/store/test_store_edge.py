@@ -1,0 +1,169 @@
+"""What only the embedded engine must do: persist, belong to one process, serve several threads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import marsbench
+from marsbench.store import (
+    CollectionMismatch,
+    CollectionSpec,
+    EmbeddedStore,
+    PayloadIndex,
+    Point,
+    SearchFilter,
+    point_id,
+)
+
+DIM = 8
+SPEC = CollectionSpec(
+    name="landform__m__full", vectors={"image": DIM}, payload_indexes={"label": PayloadIndex.KEYWORD}
+)
+
+# Opens the store in a fresh interpreter and reports what happened.
+_OTHER_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from marsbench.store import EmbeddedStore, StoreLocked
+    store = EmbeddedStore(Path(sys.argv[1]))
+    try:
+        print("COUNT", store.count(sys.argv[2]))
+    except StoreLocked as exc:
+        print("LOCKED", exc)
+    finally:
+        store.close()
+    """
+)
+
+
+def _points(n: int, start: int = 0, seed: int = 0) -> list[Point]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        Point(
+            point_id(f"item-{start + i}"), {"image": v}, {"label": "even" if (start + i) % 2 == 0 else "odd"}
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
+def _in_other_process(root: Path, name: str) -> str:
+    # The child imports the very marsbench under test, wherever it is installed from.
+    source = str(Path(marsbench.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(root), name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    points = _points(50)
+    query = np.stack([points[3].vectors["image"]])
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)
+        store.upsert(SPEC.name, points)
+        before = store.search_batch(SPEC.name, query, using="image", limit=5)
+    with EmbeddedStore(tmp_path) as store:
+        assert store.ensure_collection(SPEC) is False
+        assert [(i.name, i.vectors, i.points) for i in store.list_collections()] == [
+            (SPEC.name, {"image": DIM}, 50)
+        ]
+        assert store.search_batch(SPEC.name, query, using="image", limit=5) == before
+        only_even = store.search_batch(
+            SPEC.name, query, using="image", limit=50, filter=SearchFilter(match={"label": "even"})
+        )
+        assert len(only_even[0]) == 25
+
+
+def test_layout_is_one_directory_per_collection(tmp_path: Path) -> None:
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)
+        collection = tmp_path / "collections" / SPEC.name
+        assert (collection / "spec.json").is_file()
+        assert (collection / "shard").is_dir()
+        store.delete_collection(SPEC.name)
+        assert not collection.exists()
+
+
+def test_ensure_collection_adds_payload_indexes(tmp_path: Path) -> None:
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)
+        wider = CollectionSpec(SPEC.name, SPEC.vectors, {**SPEC.payload_indexes, "loc": PayloadIndex.GEO})
+        assert store.ensure_collection(wider) is False
+        with pytest.raises(CollectionMismatch):
+            store.ensure_collection(CollectionSpec(SPEC.name, SPEC.vectors, {"label": PayloadIndex.INTEGER}))
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)  # a narrower spec keeps the wider collection
+        spec_file = (tmp_path / "collections" / SPEC.name / "spec.json").read_text()
+        assert '"loc": "geo"' in spec_file
+
+
+def test_another_process_gets_a_clear_error(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    store.ensure_collection(SPEC)
+    store.upsert(SPEC.name, _points(10))
+    try:
+        answer = _in_other_process(tmp_path, SPEC.name)
+        assert answer.startswith("LOCKED")
+        assert "marsbench serve" in answer
+        assert "QDRANT_URL" in answer
+    finally:
+        store.close()
+    assert _in_other_process(tmp_path, SPEC.name) == "COUNT 10"  # closing releases the shard
+
+
+def test_upserts_in_one_thread_while_another_searches(tmp_path: Path) -> None:
+    batches = [_points(32, start=32 * b, seed=b) for b in range(12)]
+    errors: list[BaseException] = []
+    writing = threading.Event()
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)
+        store.upsert(SPEC.name, batches[0])
+
+        def write() -> None:
+            try:
+                for batch in batches[1:]:
+                    store.upsert(SPEC.name, batch)
+            except BaseException as exc:  # surfaced by the main thread
+                errors.append(exc)
+            finally:
+                writing.set()
+
+        rounds = 0
+
+        def search() -> None:
+            nonlocal rounds
+            query = np.stack([p.vectors["image"] for p in batches[0][:4]])
+            try:
+                while not writing.is_set() or rounds < 3:
+                    hits = store.search_batch(SPEC.name, query, using="image", limit=10)
+                    # The first batch is there from the start, so each query finds itself first.
+                    assert [row[0].id for row in hits] == [p.id for p in batches[0][:4]]
+                    store.count(SPEC.name)
+                    rounds += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write), threading.Thread(target=search)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert store.count(SPEC.name) == 32 * len(batches)
