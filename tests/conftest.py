@@ -13,7 +13,7 @@ from PIL import Image
 # Small enough to load in milliseconds; the SimpleTokenizer ships with open_clip (no download).
 TINY_CFG = {
     "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8},
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
 }
 TINY_PREPROCESS = {

@@ -14,19 +14,19 @@ from marsbench.encoder.settings import EncoderSettings
 
 
 def create_app(settings: EncoderSettings | None = None, *, engine: EncoderEngine | None = None) -> FastAPI:
-    """Build the app; pass `engine` to share one already running (e.g. `marsbench serve`)."""
-    owned = engine is None
+    """Build the app; pass `engine` to inject one (e.g. with extra model specs in tests).
+
+    The app's lifespan starts the engine (loading preloaded models) and stops it.
+    """
     engine = engine or EncoderEngine(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if owned:
-            await engine.start()
+        await engine.start()
         try:
             yield
         finally:
-            if owned:
-                await engine.stop()
+            await engine.stop()
 
     app = FastAPI(title="marsbench encoder", version="1", lifespan=lifespan)
     app.state.engine = engine

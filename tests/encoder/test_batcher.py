@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-
 from marsbench.encoder.core.batcher import DynamicBatcher
 from marsbench.encoder.core.errors import Overloaded
 

@@ -45,6 +45,7 @@ class OpenClipModel:
     @classmethod
     def load(cls, spec: ModelSpec, options: RuntimeOptions) -> OpenClipModel:
         device = options.torch_device()
+        _check_weights_exist(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.source,
@@ -88,6 +89,21 @@ class OpenClipModel:
         gc.collect()
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _check_weights_exist(spec: ModelSpec) -> None:
+    """open_clip silently initialises random weights when a folder has none; refuse instead."""
+    if spec.source.startswith("local-dir:"):
+        folder = Path(spec.source.removeprefix("local-dir:"))
+        if not folder.is_dir() or not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+            raise ModelLoadFailed(
+                f"model folder {folder} holds no weights file ({', '.join(_WEIGHT_SUFFIXES)})"
+            )
+    elif spec.pretrained is None and spec.checkpoint is None and not spec.source.startswith("hf-hub:"):
+        log.warning("model %s has no pretrained weights or checkpoint: serving random weights", spec.name)
 
 
 def _load_checkpoint(model: Any, path: Path, *, trust: bool) -> None:

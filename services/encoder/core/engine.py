@@ -48,7 +48,9 @@ class ServedModel:
 
 
 class EncoderEngine:
-    def __init__(self, settings: EncoderSettings | None = None) -> None:
+    def __init__(
+        self, settings: EncoderSettings | None = None, *, specs: dict[str, ModelSpec] | None = None
+    ) -> None:
         self.settings = settings or EncoderSettings()
         self._options = RuntimeOptions(
             device=self.settings.device,
@@ -56,7 +58,7 @@ class EncoderEngine:
             trust_checkpoints=self.settings.trust_checkpoints,
             cache_dir=self.settings.cache_dir,
         )
-        self._specs = registered_specs()
+        self._specs = registered_specs() if specs is None else specs
         self._served: OrderedDict[str, ServedModel] = OrderedDict()
         self._load_locks: dict[str, asyncio.Lock] = {}
         # One forward at a time per device; decoding and resizing on their own threads.

@@ -1,0 +1,145 @@
+"""The encoder's HTTP contract, in-process (FastAPI TestClient runs the real lifespan)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from marsbench.encoder.app import create_app
+from marsbench.encoder.core.engine import EncoderEngine
+from marsbench.encoder.core.registry import ModelSpec, registered_specs
+from marsbench.encoder.settings import EncoderSettings
+from marsbench.schemas.common import Modality
+from marsbench.schemas.datauri import encode_data_uri
+from marsbench.schemas.embeddings import BINARY_DIM_HEADER, BINARY_ROWS_HEADER
+from tests.conftest import png_bytes
+
+
+@pytest.fixture
+def client(tiny_clip_dir: Path) -> Iterator[TestClient]:
+    specs = registered_specs()
+    source = f"local-dir:{tiny_clip_dir}"
+    specs["tiny-both"] = ModelSpec(name="tiny-both", family="open_clip", source=source)
+    specs["tiny-image-only"] = ModelSpec(
+        name="tiny-image-only", family="open_clip", source=source, modalities=frozenset({Modality.IMAGE})
+    )
+    engine = EncoderEngine(EncoderSettings(preload=["tiny-both"], max_wait_ms=1), specs=specs)
+    with TestClient(create_app(engine=engine)) as test_client:
+        yield test_client
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_models_lists_registered_models_loaded_or_not(client: TestClient) -> None:
+    models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert {"marsbench-tiny", "tiny-both", "tiny-image-only"} <= set(models)
+    assert models["tiny-both"]["loaded"] is True and models["tiny-both"]["dimension"] == 16
+    assert models["tiny-image-only"]["loaded"] is False
+    assert models["tiny-image-only"]["modalities"] == ["image"]
+
+
+def test_text_embeddings_are_openai_shaped_and_normalised(client: TestClient) -> None:
+    response = client.post("/v1/embeddings", json={"model": "tiny-both", "input": ["a crater", "a yardang"]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "list" and body["model"] == "tiny-both"
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    vectors = np.array([d["embedding"] for d in body["data"]])
+    assert vectors.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert body["usage"]["prompt_tokens"] > 0
+
+
+def test_base64_encoding_matches_float_encoding(client: TestClient) -> None:
+    request = {"model": "tiny-both", "input": "a pitted cone"}
+    floats = client.post("/v1/embeddings", json=request).json()["data"][0]["embedding"]
+    packed = client.post("/v1/embeddings", json={**request, "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, floats, rtol=0, atol=0)
+
+
+def test_image_data_uri_and_binary_path_agree(client: TestClient) -> None:
+    images = [png_bytes(1), png_bytes(2, pattern=2)]
+    json_body = client.post(
+        "/v1/embeddings",
+        json={"model": "tiny-both", "modality": "image", "input": [encode_data_uri(i) for i in images]},
+    ).json()
+    via_json = np.array([d["embedding"] for d in json_body["data"]], dtype=np.float32)
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    binary = client.post("/v1/embeddings/images", data={"model": "tiny-both"}, files=files)
+    assert binary.status_code == 200
+    assert binary.headers[BINARY_ROWS_HEADER] == "2" and binary.headers[BINARY_DIM_HEADER] == "16"
+    via_binary = np.frombuffer(binary.content, dtype="<f4").reshape(2, 16)
+    np.testing.assert_allclose(via_binary, via_json, atol=1e-6)
+
+
+def test_unknown_model_is_404_listing_known_models(client: TestClient) -> None:
+    response = client.post("/v1/embeddings", json={"model": "nope", "input": "x"})
+    assert response.status_code == 404
+    assert "tiny-both" in response.json()["detail"]["known"]
+
+
+def test_modality_the_model_lacks_is_422(client: TestClient) -> None:
+    response = client.post("/v1/embeddings", json={"model": "tiny-image-only", "input": "a crater"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "UnsupportedModality"
+
+
+def test_undecodable_image_is_422_naming_its_index_and_the_worker_survives(client: TestClient) -> None:
+    files = [
+        ("images", ("ok.png", png_bytes(3), "image/png")),
+        ("images", ("bad.png", b"not an image", "image/png")),
+    ]
+    response = client.post("/v1/embeddings/images", data={"model": "tiny-both"}, files=files)
+    assert response.status_code == 422
+    assert response.json()["detail"]["index"] == 1
+    assert "input[1]" in response.json()["message"]
+    again = client.post("/v1/embeddings/images", data={"model": "tiny-both"}, files=files[:1])
+    assert again.status_code == 200
+
+
+def test_bad_base64_and_unknown_fields_are_422(client: TestClient) -> None:
+    bad = client.post("/v1/embeddings", json={"model": "tiny-both", "modality": "image", "input": ["%%%"]})
+    assert bad.status_code == 422 and bad.json()["detail"]["index"] == 0
+    extra = client.post("/v1/embeddings", json={"model": "tiny-both", "input": "x", "temperature": 1})
+    assert extra.status_code == 422
+
+
+def test_lazy_load_of_an_ad_hoc_checkpointed_model(
+    client: TestClient, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    import open_clip
+    import torch
+
+    model = open_clip.create_model(f"local-dir:{tiny_clip_dir}")
+    state = {f"module.{k}": v * 0 + 0.01 if k == "logit_scale" else v for k, v in model.state_dict().items()}
+    ckpt = tmp_path / "ft.pt"
+    torch.save({"epoch": 3, "state_dict": state}, ckpt)
+    ref = f"open_clip:local-dir:{tiny_clip_dir}@{ckpt}"
+    body = client.post("/v1/embeddings", json={"model": ref, "input": "x"}).json()
+    assert body["model"] == ref and len(body["data"][0]["embedding"]) == 16
+    listed = {m["id"] for m in client.get("/v1/models").json()["data"]}
+    assert ref in listed
+
+
+def test_checkpoint_missing_weights_is_refused(
+    client: TestClient, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    ckpt = tmp_path / "partial.pt"
+    torch.save({"state_dict": {"logit_scale": torch.tensor(1.0)}}, ckpt)
+    response = client.post(
+        "/v1/embeddings", json={"model": f"open_clip:local-dir:{tiny_clip_dir}@{ckpt}", "input": "x"}
+    )
+    assert response.status_code == 503
+    assert "lacks" in response.json()["message"]
