@@ -1,0 +1,138 @@
+"""The three services as real uvicorn servers on loopback, driven through the client and CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marsbench.cli.main import main
+from marsbench.cli.run import model_reference, run_task
+from marsbench.cli.stack import LocalStack, StackUrls
+from marsbench.client import ApiError, EncoderClient, EvaluatorClient, IndexerClient
+from marsbench.schemas.datauri import encode_data_uri
+from marsbench.schemas.jobs import JobCreate, TaskName
+from marsbench.schemas.search import SearchRequest
+from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fine-tuning checkpoint as open_clip's trainer writes it (`state_dict`, `module.` keys)."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(7)
+    model = open_clip.create_model(f"local-dir:{tiny_clip_dir}")
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "finetuned.pt"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
+    with LocalStack(data_dir=tmp_path_factory.mktemp("state")) as urls:
+        yield urls
+
+
+def test_run_landform_end_to_end_then_reuse(
+    stack: StackUrls, tiny_clip_ref: str, checkpoint: Path, landform_folders: Path, tmp_path: Path
+) -> None:
+    model = model_reference(tiny_clip_ref, checkpoint)
+    record, path = run_task(
+        stack, task=TaskName.LANDFORM, dataset_dir=landform_folders, model=model, out_dir=tmp_path
+    )
+    saved = json.loads(path.read_text())
+    assert saved["task"] == "landform" and saved["model"] == model
+    assert set(saved["metrics"]) == {"mAP", "r_precision", "ndcg@10", "hit@10"}
+    assert all(0.0 <= v <= 1.0 for v in saved["metrics"].values())
+    assert set(saved["per_class"]) == {"crater", "yardang", "alluvial_fan"}
+    assert saved["indexing"]["skipped"] == 1
+    assert saved["indexing"]["skipped_items"][0]["key"] == "crater/broken.png"
+    assert record.counts["images"] == 15
+
+    again, _ = run_task(
+        stack, task=TaskName.LANDFORM, dataset_dir=landform_folders, model=model, out_dir=tmp_path
+    )
+    assert again.collection == record.collection
+    assert again.metrics == record.metrics  # same collection, same queries: identical numbers
+    with IndexerClient(stack.indexer) as indexer:
+        collections = {c.name: c for c in indexer.collections()}
+        assert collections[record.collection].points == 15 and collections[record.collection].complete
+
+
+def test_interactive_search_by_text_and_image(
+    stack: StackUrls, tiny_clip_ref: str, landform_folders: Path, tmp_path: Path
+) -> None:
+    record, _ = run_task(
+        stack, task=TaskName.LANDFORM, dataset_dir=landform_folders, model=tiny_clip_ref, out_dir=tmp_path
+    )
+    with EvaluatorClient(stack.evaluator) as evaluator:
+        by_text = evaluator.search(
+            SearchRequest(collection=record.collection, model=tiny_clip_ref, text="a crater", k=4)
+        )
+        assert len(by_text.hits) == 4
+        assert all({"name", "label"} <= set(hit.payload) for hit in by_text.hits)
+        scores = [hit.score for hit in by_text.hits]
+        assert scores == sorted(scores, reverse=True)
+        image = (landform_folders / "yardang" / "yardang_2.png").read_bytes()
+        by_image = evaluator.search(
+            SearchRequest(
+                collection=record.collection, model=tiny_clip_ref, image=encode_data_uri(image), k=1
+            )
+        )
+        assert by_image.hits[0].payload["name"] == "yardang/yardang_2.png"  # an image finds itself first
+        assert by_image.hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_errors_cross_the_wire_with_their_status(
+    stack: StackUrls, tiny_clip_ref: str, tmp_path: Path
+) -> None:
+    with IndexerClient(stack.indexer, retries=0) as indexer, pytest.raises(ApiError) as caught:
+        indexer.create_job(
+            JobCreate(task=TaskName.LANDFORM, model="marsbench-tiny", dataset_dir=str(tmp_path / "x"))
+        )
+    assert caught.value.status == 422 and "does not exist" in caught.value.message
+    with EncoderClient(stack.encoder, retries=0) as encoder:
+        with pytest.raises(ApiError) as unknown:
+            encoder.embed_texts("no-such-model", ["x"])
+        assert unknown.value.status == 404
+        with pytest.raises(ApiError) as bad_image:
+            encoder.embed_images(tiny_clip_ref, [png_bytes(1), b"nope"])
+        assert bad_image.value.status == 422 and bad_image.value.detail["index"] == 1
+
+
+def test_cli_run_prints_the_table_and_writes_the_record(
+    stack: StackUrls,
+    tiny_clip_ref: str,
+    checkpoint: Path,
+    landform_folders: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "run", "landform", "--dataset-dir", str(landform_folders), "--model", tiny_clip_ref,
+            "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+            "--indexer-url", stack.indexer, "--evaluator-url", stack.evaluator,
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mean" in out and "crater" in out and "skipped while indexing: 1" in out
+    assert len(list((tmp_path / "out").glob("landform-*.json"))) == 1
+
+
+def test_cli_reports_a_missing_checkpoint_as_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "landform", "--dataset-dir", str(tmp_path), "--model", "open_clip:ViT-S-32",
+                 "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)])  # fmt: skip
+    assert code == 2
+    assert "checkpoint file" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""Small deterministic stand-ins for the encoder, for tests of the layers above it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from marsbench.client import ApiError
+from marsbench.schemas.common import Modality
+from marsbench.schemas.models import ModelInfo
+
+DIM = 8
+
+
+def unit_vector(seed_text: str | bytes, dim: int = DIM) -> np.ndarray:
+    data = seed_text.encode() if isinstance(seed_text, str) else seed_text
+    seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+class FakeEncoder:
+    """Embeds images by hashing their bytes and texts by hashing the text; PIL-decodes images
+    first and answers an undecodable one like the encoder does (422 naming its index)."""
+
+    def __init__(self, dim: int = DIM) -> None:
+        self.dim = dim
+        self.image_calls = 0
+        self.images_embedded = 0
+
+    def model_info(self, model: str) -> ModelInfo:
+        return ModelInfo(
+            id=model,
+            family="fake",
+            modalities=[Modality.IMAGE, Modality.TEXT],
+            dimension=self.dim,
+            image_size=None,
+            loaded=True,
+            default_batch_size=8,
+        )
+
+    def embed_images(
+        self, model: str, images: Sequence[bytes], names: Sequence[str] | None = None
+    ) -> np.ndarray:
+        self.image_calls += 1
+        for index, data in enumerate(images):
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()
+            except Exception as exc:
+                raise ApiError(
+                    422, "InvalidInput", f"input[{index}]: cannot decode image: {exc}", {"index": index}
+                ) from None
+        self.images_embedded += len(images)
+        return np.stack([unit_vector(data, self.dim) for data in images])
+
+    def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([unit_vector(text, self.dim) for text in texts])
