@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up everything marsbench needs in ./.venv, then runs the demo or the test suite.
+#   bash scripts/bootstrap.sh demo    # synthetic data + marsbench-tiny through all services
+#   bash scripts/bootstrap.sh test    # lint + the full test suite
+# Idempotent: a second run reuses the environment and reinstalls only when the project's
+# dependency files changed. PYTHON picks the interpreter (3.11 or newer), default python3.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+action="${1:-}"
+case "$action" in
+  demo|test) ;;
+  *) echo "usage: bash scripts/bootstrap.sh demo|test" >&2; exit 64 ;;
+esac
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "marsbench needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating $venv ..."
+  "$python" -m venv "$venv"
+fi
+
+# Reinstall only when what decides the environment changed.
+stamp="$venv/.marsbench-install"
+want="$(cat pyproject.toml setup.py scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing dependencies into $venv (the first time takes a few minutes) ..."
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  # PyTorch is pinned: these exact builds are the ones tested (and the ones on the CI machine).
+  "$venv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+  "$venv/bin/python" -m pip install --quiet -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+
+if [ "$action" = demo ]; then
+  exec "$venv/bin/marsbench" demo
+fi
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
+exec "$venv/bin/python" -m pytest
