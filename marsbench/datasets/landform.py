@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -220,8 +220,18 @@ class LandformDataset:
         entries = [(self._relative_name(p), p.stat().st_size) for p in files]
         return fingerprint_of([(f"{self._layout}:{name}", size) for name, size in entries])
 
-    def iter_records(self, skips: SkipLog, *, verify: bool = False) -> Iterator[ImageRecord]:
+    def iter_records(
+        self,
+        skips: SkipLog,
+        *,
+        verify: bool = False,
+        skip_units: Collection[str] = (),
+        on_unit_done: Callable[[str], None] | None = None,
+    ) -> Iterator[ImageRecord]:
         """Streams the records in a stable order; every unusable item goes to `skips` with a reason.
+
+        The landform sets are small, so the dataset is a single unit of no name: `skip_units` and
+        `on_unit_done` exist for the indexer's uniform call and have no effect.
 
         Skipped: no image bytes, a label that names no class, a name already yielded, an unreadable
         file, and (with `verify`) an image Pillow cannot verify. Note the reference itself accepts

@@ -17,11 +17,15 @@ class ImageRecord:
 
     `key` is unique and stable within its dataset; the vector store derives the point id from
     it, so re-indexing the same data is idempotent. `payload` is stored beside the vector as is.
+    `unit` names the resumable unit the record belongs to; the indexer marks a unit finished
+    once the reader has passed its end and every one of its records is written.
     """
 
     key: str
     image: bytes
     payload: dict[str, Any]
+    # The resumable unit (e.g. shard file) the record came from, for readers that have units.
+    unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +46,14 @@ class SkipLog:
     items: list[SkippedItem] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    _keys: set[str] = field(default_factory=set, repr=False, compare=False)
+
     def add(self, key: str, reason: str) -> None:
+        """Record a skip; the same key reported again (a re-read after a restart) counts once."""
         with self._lock:
+            if key in self._keys:
+                return
+            self._keys.add(key)
             self.count += 1
             if len(self.items) < self.keep:
                 self.items.append(SkippedItem(key=key, reason=reason))

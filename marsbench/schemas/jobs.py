@@ -41,12 +41,15 @@ class JobStatus(BaseModel):
     collection: str
     state: JobState
     total: int | None = Field(description="Items the dataset holds, when known up front.")
-    done: int = Field(description="Items written to the store (or already there).")
+    done: int = Field(description="Items in the collection (written by this job or already there).")
     skipped: int
     skipped_items: list[SkippedItemOut] = Field(default_factory=list)
     rate: float | None = Field(default=None, description="Items per second over this job's run.")
     eta_s: float | None = None
     error: str | None = None
+    completed_units: list[str] = Field(
+        default_factory=list, description="Shards (or folders) fully written; a resumed job skips them."
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -17,7 +17,16 @@ class ImageSource(Protocol):
 
     def fingerprint(self) -> str: ...
 
-    def iter_records(self, skips: SkipLog) -> Iterator[ImageRecord]: ...
+    def iter_records(
+        self,
+        skips: SkipLog,
+        *,
+        skip_units: Collection[str] = (),
+        on_unit_done: Callable[[str], None] | None = None,
+    ) -> Iterator[ImageRecord]:
+        """Records in a stable order. Readers with resumable units (shards) skip `skip_units`
+        and call `on_unit_done(unit)` once a unit's last record has been yielded."""
+        ...
 
 
 class IndexableTask(Protocol):

@@ -22,6 +22,7 @@ from marsbench.files import write_text_atomic
 from marsbench.indexer.core.errors import InvalidJob, JobNotFound
 from marsbench.indexer.core.pipeline import ImageEmbedder, IndexPipeline, PipelineTarget
 from marsbench.indexer.core.progress import rate_and_eta
+from marsbench.indexer.core.units import UnitTracker
 from marsbench.schemas.jobs import CollectionOut, JobCreate, JobState, JobStatus, SkippedItemOut
 from marsbench.schemas.models import ModelInfo
 from marsbench.store import VectorStore
@@ -153,37 +154,16 @@ class JobManager:
     def _run(self, job_id: str, batch_size: int) -> None:
         job = self.get(job_id)
         task = INDEXABLE[job.task.value]
+        # Resumed jobs keep what earlier runs skipped; a re-read item is not counted twice.
         skips = SkipLog()
-        started = time.monotonic()
-        counted = {"done": 0, "saved_at": 0.0}
-
-        def on_progress(items: int) -> None:
-            with self._lock:
-                counted["done"] += items
-                current = self._jobs[job_id]
-                remaining = (
-                    None if current.total is None else max(current.total - counted["done"] - skips.count, 0)
-                )
-                rate, eta = rate_and_eta(counted["done"], time.monotonic() - started, remaining)
-                updated = current.model_copy(
-                    update={
-                        "done": counted["done"],
-                        "skipped": skips.count,
-                        "rate": rate,
-                        "eta_s": eta,
-                        "updated_at": datetime.now(UTC),
-                    }
-                )
-                self._jobs[job_id] = updated
-            if time.monotonic() - counted["saved_at"] >= _SAVE_EVERY_S:
-                counted["saved_at"] = time.monotonic()
-                self._save(updated)
-
+        for item in job.skipped_items:
+            skips.add(item.key, item.reason)
         try:
             self._update(job_id, state=JobState.RUNNING, error=None)
             source = _open_source(task, Path(job.dataset_dir))
             dimension = self._model_dimension(job.model)
             self._store.ensure_collection(task.collection_spec(job.collection, dimension))
+            progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
             pipeline = IndexPipeline(
                 self._store,
                 self._embedder,
@@ -191,10 +171,15 @@ class JobManager:
                 batch_size=batch_size,
                 in_flight=self._in_flight,
                 skips=skips,
-                on_progress=on_progress,
+                on_progress=progress.written,
                 cancelled=self._cancel,
+                units=UnitTracker(lambda unit: self._unit_finished(job_id, unit)),
             )
-            pipeline.run(source.iter_records(skips))
+            records = source.iter_records(
+                skips, skip_units=frozenset(job.completed_units), on_unit_done=pipeline.unit_read
+            )
+            pipeline.run(records)
+            done = self._store.count(job.collection)  # authoritative: what the collection holds
         except Exception as exc:
             log.exception("job %s failed", job_id)
             self._finish(job_id, skips, JobState.FAILED, f"{type(exc).__name__}: {exc}")
@@ -202,7 +187,14 @@ class JobManager:
         if self._cancel.is_set():
             self._finish(job_id, skips, JobState.QUEUED, "interrupted by shutdown; resumes at next start")
             return
-        self._finish(job_id, skips, JobState.SUCCEEDED, None)
+        self._finish(job_id, skips, JobState.SUCCEEDED, None, done=done)
+
+    def _unit_finished(self, job_id: str, unit: str) -> None:
+        with self._lock:
+            job = self._jobs[job_id]
+            job = job.model_copy(update={"completed_units": [*job.completed_units, unit]})
+            self._jobs[job_id] = job
+        self._save(job)  # at once: a restart must not re-read a finished unit
 
     def _model_dimension(self, model: str) -> int:
         dimension = self._embedder.model_info(model).dimension
@@ -210,15 +202,21 @@ class JobManager:
             raise InvalidJob(f"the encoder reports no embedding dimension for {model!r}")
         return dimension
 
-    def _finish(self, job_id: str, skips: SkipLog, state: JobState, error: str | None) -> None:
+    def _finish(
+        self, job_id: str, skips: SkipLog, state: JobState, error: str | None, *, done: int | None = None
+    ) -> None:
         items = [SkippedItemOut(key=s.key, reason=s.reason) for s in skips.items]
-        self._update(job_id, state=state, error=error, skipped=skips.count, skipped_items=items, eta_s=None)
+        extra = {} if done is None else {"done": done}
+        self._update(
+            job_id, state=state, error=error, skipped=skips.count, skipped_items=items, eta_s=None, **extra
+        )
 
-    def _update(self, job_id: str, **changes: object) -> None:
+    def _update(self, job_id: str, *, save: bool = True, **changes: object) -> None:
         with self._lock:
             job = self._jobs[job_id].model_copy(update={**changes, "updated_at": datetime.now(UTC)})
             self._jobs[job_id] = job
-        self._save(job)
+        if save:
+            self._save(job)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -246,3 +244,30 @@ def _open_source(task: IndexableTask, dataset_dir: Path) -> ImageSource:
     except DatasetError as exc:
         raise InvalidJob(str(exc)) from exc
     return source
+
+
+class _Progress:
+    """Turns written-item counts into the job's done/rate/ETA; state is saved at most every second."""
+
+    def __init__(self, jobs: JobManager, job_id: str, skips: SkipLog, *, baseline: int) -> None:
+        self._jobs = jobs
+        self._job_id = job_id
+        self._skips = skips
+        self._baseline = baseline
+        self._total = jobs.get(job_id).total
+        self._written = 0
+        self._started = time.monotonic()
+        self._saved_at = 0.0
+        self._lock = threading.Lock()
+
+    def written(self, items: int) -> None:
+        with self._lock:
+            self._written += items
+            done = self._baseline + self._written
+            remaining = None if self._total is None else max(self._total - done - self._skips.count, 0)
+            rate, eta = rate_and_eta(self._written, time.monotonic() - self._started, remaining)
+            save = time.monotonic() - self._saved_at >= _SAVE_EVERY_S
+            if save:
+                self._saved_at = time.monotonic()
+        changes = {"done": done, "skipped": self._skips.count, "rate": rate, "eta_s": eta}
+        self._jobs._update(self._job_id, save=save, **changes)

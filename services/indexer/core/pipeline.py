@@ -20,6 +20,7 @@ import numpy as np
 
 from marsbench.client import ApiError
 from marsbench.datasets.records import ImageRecord, SkipLog
+from marsbench.indexer.core.units import UnitTracker
 from marsbench.store import Point, VectorStore, point_id
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class IndexPipeline:
         skips: SkipLog,
         on_progress: Callable[[int], None],
         cancelled: threading.Event | None = None,
+        units: UnitTracker | None = None,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -82,6 +84,9 @@ class IndexPipeline:
         self._skips = skips
         self._on_progress = on_progress
         self._cancelled = cancelled or threading.Event()
+        self._units = units
+        # Units the reader has passed the end of, applied only once their records are submitted.
+        self._read_units: list[str] = []
 
     def run(self, records: Iterable[ImageRecord]) -> None:
         with ThreadPoolExecutor(self._in_flight, thread_name_prefix="index") as pool:
@@ -89,16 +94,33 @@ class IndexPipeline:
             try:
                 for batch in batched(records, self._batch_size):
                     if self._cancelled.is_set():
+                        self._read_units.clear()  # this batch is never written: its units stay open
                         break
                     if len(running) >= self._in_flight:
                         finished, running = _wait_one(running)
                         _raise_first(finished)
+                    if self._units is not None:
+                        self._units.submitted(record.unit for record in batch)
                     running.add(pool.submit(self._process, batch))
+                    self._flush_read_units()
                 finished, _ = wait(running)
                 _raise_first(finished)
+                self._flush_read_units()
             except BaseException:
                 self._cancelled.set()
                 raise
+
+    def unit_read(self, unit: str) -> None:
+        """The reader's callback after a unit's last record; fires while the next batch is built."""
+        self._read_units.append(unit)
+
+    def _flush_read_units(self) -> None:
+        # Every record of these units is in a submitted batch by now (the reader signals a unit
+        # while the batch holding its last record, or the one after, is being assembled).
+        if self._units is not None:
+            for unit in self._read_units:
+                self._units.read_to_end(unit)
+        self._read_units.clear()
 
     def _process(self, batch: list[ImageRecord]) -> None:
         if self._cancelled.is_set():
@@ -116,7 +138,9 @@ class IndexPipeline:
             if points:
                 self._store.upsert(self._target.collection, points)
             written = len(points)
-        self._on_progress(written + len(present))
+        self._on_progress(written)
+        if self._units is not None:  # skipped records count as processed: retrying them is futile
+            self._units.processed(record.unit for record in batch)
 
 
 def _wait_one(running: set[Future[None]]) -> tuple[set[Future[None]], set[Future[None]]]:
