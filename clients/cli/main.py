@@ -10,10 +10,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from marsbench.cli.errors import CommandError
 from marsbench.client import MarsbenchError
 from marsbench.schemas.jobs import TaskName
+from marsbench.schemas.runs import QueryMode
+
+if TYPE_CHECKING:
+    from marsbench.cli.progress import JobProgress
+    from marsbench.cli.stack import StackUrls
 
 
 def _data_dir(value: str | None) -> Path:
@@ -60,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="Registered name or open_clip:<arch>[:<pretrained>].")
     run.add_argument("--checkpoint", type=Path, help="Local weights file in open_clip's format.")
     run.add_argument("--out", required=True, type=Path, help="Folder for the JSON run record.")
-    run.add_argument("--max-k", type=int, help="Ranking cut-off (default: rank everything).")
+    run.add_argument("--max-k", type=int, help="Landform: ranking cut-off (default: rank everything).")
+    run.add_argument("--landform", default="all", help="Geo: a landform with a ground-truth CSV, or 'all'.")
+    run.add_argument(
+        "--query-mode", default="all", choices=[*(m.value for m in QueryMode), "all"], help="Geo query mode."
+    )
+    run.add_argument("--top-k", type=int, default=20_000, help="Geo: tiles retrieved per query.")
+    run.add_argument("--radius-deg", type=float, default=0.5, help="Geo: hit radius in degrees.")
+    run.add_argument("--mix-ratio", type=float, default=0.3, help="Geo hybrid: weight of the image part.")
+    run.add_argument("--temperature", type=float, default=0.1, help="Geo hybrid: softmax temperature.")
     run.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
     run.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
     _add_data_dir(run)
@@ -115,24 +129,68 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from marsbench.cli.progress import JobProgress
-    from marsbench.cli.run import ServiceUrls, model_reference, run_task, services
-    from marsbench.cli.tables import landform_table
+    from marsbench.cli.run import ServiceUrls, model_reference, services
 
     model = model_reference(args.model, args.checkpoint)
     urls = ServiceUrls(indexer=args.indexer_url, evaluator=args.evaluator_url)
     with services(urls, data_dir=_data_dir(args.data_dir)) as running:
-        record, path = run_task(
-            running,
-            task=TaskName(args.task),
-            dataset_dir=args.dataset_dir,
-            model=model,
-            out_dir=args.out,
-            max_k=args.max_k,
-            on_progress=JobProgress(),
-        )
+        if TaskName(args.task) is TaskName.GEOLOCALIZATION:
+            return _run_geo(args, running, model, JobProgress())
+        return _run_landform(args, running, model, JobProgress())
+
+
+def _run_landform(args: argparse.Namespace, urls: StackUrls, model: str, progress: JobProgress) -> int:
+    from marsbench.cli.run import run_task
+    from marsbench.cli.tables import landform_table
+
+    record, path = run_task(
+        urls,
+        task=TaskName.LANDFORM,
+        dataset_dir=args.dataset_dir,
+        model=model,
+        out_dir=args.out,
+        max_k=args.max_k,
+        on_progress=progress,
+    )
     print(landform_table(record))
     skipped = (record.indexing or {}).get("skipped", 0)
     print(f"skipped while indexing: {skipped}\nrun record: {path}")
+    return 0
+
+
+def _run_geo(args: argparse.Namespace, urls: StackUrls, model: str, progress: JobProgress) -> int:
+    from marsbench.cli.run import run_geolocalization
+    from marsbench.cli.tables import geo_table
+    from marsbench.datasets.geo import landforms as published_landforms
+
+    landforms = published_landforms(args.dataset_dir) if args.landform == "all" else [args.landform]
+    if not landforms:
+        raise CommandError(f"no ground_truth/<landform>.csv under {args.dataset_dir}")
+    modes = list(QueryMode) if args.query_mode == "all" else [QueryMode(args.query_mode)]
+    options = {
+        "top_k": args.top_k,
+        "radius_deg": args.radius_deg,
+        "mix_ratio": args.mix_ratio,
+        "temperature": args.temperature,
+    }
+    saved = run_geolocalization(
+        urls,
+        dataset_dir=args.dataset_dir,
+        model=model,
+        landforms=landforms,
+        modes=modes,
+        out_dir=args.out,
+        options=options,
+        on_progress=progress,
+        on_skip=lambda note: print(f"skipped {note}", file=sys.stderr),
+    )
+    if not saved:
+        raise CommandError("no run could be made (see the skipped query modes above)")
+    print(geo_table([run.record for run in saved]))
+    skipped = (saved[0].record.indexing or {}).get("skipped", 0)
+    print(
+        f"skipped while indexing: {skipped}\nrun records: {args.out} ({len(saved)} files, maps beside them)"
+    )
     return 0
 
 

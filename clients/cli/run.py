@@ -1,18 +1,20 @@
-"""`marsbench run <task>`: index (or reuse) a collection, evaluate it, write the run record."""
+"""`marsbench run <task>`: index (or reuse) a collection, evaluate it, write the run records."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from marsbench.cli.errors import CommandError
 from marsbench.cli.stack import LocalStack, StackUrls
-from marsbench.client import EvaluatorClient, IndexerClient
+from marsbench.client import ApiError, EvaluatorClient, IndexerClient
 from marsbench.files import write_text_atomic
 from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
-from marsbench.schemas.runs import RunCreate, RunRecord
+from marsbench.schemas.runs import QueryMode, RunCreate, RunRecord
+
+ProgressFn = Callable[[JobStatus], None]
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class ServiceUrls:
 
     indexer: str | None = None
     evaluator: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    record: RunRecord
+    path: Path
 
 
 def model_reference(model: str, checkpoint: Path | None) -> str:
@@ -45,6 +53,40 @@ def services(urls: ServiceUrls, *, data_dir: Path) -> Iterator[StackUrls]:
         yield started
 
 
+def index(
+    urls: StackUrls, *, task: TaskName, dataset_dir: Path, model: str, on_progress: ProgressFn | None
+) -> JobStatus:
+    """Run (or join, or reuse) the indexing job for this collection and wait for it."""
+    with IndexerClient(urls.indexer) as indexer:
+        job = indexer.create_job(JobCreate(task=task, model=model, dataset_dir=str(dataset_dir.resolve())))
+        job = indexer.wait(job.id, on_progress=on_progress)
+    if job.state is not JobState.SUCCEEDED:
+        raise CommandError(f"indexing job {job.id} {job.state}: {job.error}")
+    return job
+
+
+def save_run(evaluator: EvaluatorClient, record: RunRecord, job: JobStatus, out_dir: Path) -> SavedRun:
+    """Write the record into `out_dir` with the indexing job's skips, and fetch its artifacts."""
+    stem = "-".join(
+        part for part in (record.task.value, record.landform, record.query_mode, record.id) if part
+    )
+    artifacts = {}
+    for role, name in record.artifacts.items():
+        local = f"{stem}.{name.split('.', 1)[1]}" if "." in name else f"{stem}.{role}"
+        (out_dir / local).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / local).write_bytes(evaluator.artifact(record.id, name))
+        artifacts[role] = local
+    indexing = {
+        "job": job.id,
+        "skipped": job.skipped,
+        "skipped_items": [item.model_dump() for item in job.skipped_items],
+    }
+    record = record.model_copy(update={"indexing": indexing, "artifacts": artifacts})
+    path = out_dir / f"{stem}.json"
+    write_text_atomic(path, record.model_dump_json(indent=2))
+    return SavedRun(record, path)
+
+
 def run_task(
     urls: StackUrls,
     *,
@@ -53,22 +95,48 @@ def run_task(
     model: str,
     out_dir: Path,
     max_k: int | None = None,
-    on_progress: Callable[[JobStatus], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> tuple[RunRecord, Path]:
+    """Landform retrieval: one index job, one run."""
+    job = index(urls, task=task, dataset_dir=dataset_dir, model=model, on_progress=on_progress)
     dataset = str(dataset_dir.resolve())
-    with IndexerClient(urls.indexer) as indexer:
-        job = indexer.create_job(JobCreate(task=task, model=model, dataset_dir=dataset))
-        job = indexer.wait(job.id, on_progress=on_progress)
-    if job.state is not JobState.SUCCEEDED:
-        raise CommandError(f"indexing job {job.id} {job.state}: {job.error}")
     with EvaluatorClient(urls.evaluator) as evaluator:
         record = evaluator.create_run(RunCreate(task=task, model=model, dataset_dir=dataset, max_k=max_k))
-    indexing = {
-        "job": job.id,
-        "skipped": job.skipped,
-        "skipped_items": [item.model_dump() for item in job.skipped_items],
-    }
-    record = record.model_copy(update={"indexing": indexing})
-    path = out_dir / f"{task.value}-{record.id}.json"
-    write_text_atomic(path, record.model_dump_json(indent=2))
-    return record, path
+        saved = save_run(evaluator, record, job, out_dir)
+    return saved.record, saved.path
+
+
+def run_geolocalization(
+    urls: StackUrls,
+    *,
+    dataset_dir: Path,
+    model: str,
+    landforms: Sequence[str],
+    modes: Sequence[QueryMode],
+    out_dir: Path,
+    options: dict[str, float | int] | None = None,
+    on_progress: ProgressFn | None = None,
+    on_skip: Callable[[str], None] | None = None,
+) -> list[SavedRun]:
+    """One index job, then one run per (landform, query mode). A mode the model cannot serve
+    (text for an image-only model) is skipped with a note when several modes were asked for."""
+    job = index(
+        urls, task=TaskName.GEOLOCALIZATION, dataset_dir=dataset_dir, model=model, on_progress=on_progress
+    )
+    saved: list[SavedRun] = []
+    with EvaluatorClient(urls.evaluator) as evaluator:
+        for landform in landforms:
+            for mode in modes:
+                request = RunCreate(
+                    task=TaskName.GEOLOCALIZATION, model=model, dataset_dir=str(dataset_dir.resolve()),
+                    landform=landform, query_mode=mode, **(options or {}),
+                )  # fmt: skip
+                try:
+                    record = evaluator.create_run(request)
+                except ApiError as exc:
+                    if len(modes) > 1 and exc.error == "UnsupportedModality" and on_skip is not None:
+                        on_skip(f"{landform} {mode}: {exc.message}")
+                        continue
+                    raise
+                saved.append(save_run(evaluator, record, job, out_dir))
+    return saved

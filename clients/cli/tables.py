@@ -31,3 +31,20 @@ def landform_table(record: RunRecord) -> str:
     rows = [[name, *_x100(metrics, LANDFORM_COLUMNS)] for name, metrics in sorted(record.per_class.items())]
     rows.append(["mean", *_x100(record.metrics, LANDFORM_COLUMNS)])
     return render_table(["class", *LANDFORM_COLUMNS], rows)
+
+
+GEO_COLUMNS = ("f1", "precision", "recall", "auprc")
+
+
+def geo_table(records: Sequence[RunRecord]) -> str:
+    """One row per (landform, query mode): parity best F1 with its k, precision, recall, AUPRC (x100)."""
+    rows = [
+        [
+            record.landform or "",
+            str(record.query_mode or ""),
+            *_x100(record.metrics, GEO_COLUMNS),
+            str(int(record.metrics["k"])),
+        ]
+        for record in records
+    ]
+    return render_table(["landform", "query", *GEO_COLUMNS, "k"], rows)

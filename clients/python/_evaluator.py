@@ -15,6 +15,10 @@ class EvaluatorClient(BaseClient):
     def run(self, run_id: str) -> RunRecord:
         return RunRecord.model_validate(self.request("GET", f"/v1/runs/{run_id}").json())
 
+    def artifact(self, run_id: str, name: str) -> bytes:
+        """A file listed in a record's `artifacts` (e.g. the geo map PNG)."""
+        return self.request("GET", f"/v1/runs/{run_id}/artifacts/{name}").content
+
     def runs(self) -> list[RunRecord]:
         return RunList.model_validate(self.request("GET", "/v1/runs").json()).data
 

@@ -12,6 +12,7 @@ from marsbench.schemas.common import StrictModel
 
 class TaskName(StrEnum):
     LANDFORM = "landform"
+    GEOLOCALIZATION = "geolocalization"
 
 
 class JobState(StrEnum):

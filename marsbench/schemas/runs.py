@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from marsbench.schemas.common import StrictModel
 from marsbench.schemas.jobs import TaskName
@@ -12,11 +13,31 @@ from marsbench.schemas.jobs import TaskName
 RUN_RECORD_VERSION = 1
 
 
+class QueryMode(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    HYBRID = "hybrid"
+
+
 class RunCreate(StrictModel):
     task: TaskName
     model: str
     dataset_dir: str = Field(description="The dataset the collection was indexed from.")
-    max_k: int | None = Field(default=None, ge=1, description="Ranking cut-off; None ranks everything.")
+    max_k: int | None = Field(
+        default=None, ge=1, description="Landform: ranking cut-off; None ranks everything."
+    )
+    landform: str | None = Field(default=None, description="Geo-localization: the landform to find.")
+    query_mode: QueryMode | None = Field(default=None, description="Geo-localization: text, image or hybrid.")
+    top_k: int = Field(default=20_000, ge=1, le=1_000_000, description="Geo: tiles retrieved (exact search).")
+    radius_deg: float = Field(default=0.5, gt=0, le=10, description="Geo: hit radius in degrees.")
+    mix_ratio: float = Field(default=0.3, ge=0, le=1, description="Geo hybrid: weight of the image part.")
+    temperature: float = Field(default=0.1, gt=0, description="Geo hybrid: softmax temperature.")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> RunCreate:
+        if self.task is TaskName.GEOLOCALIZATION and (self.landform is None or self.query_mode is None):
+            raise ValueError("a geolocalization run needs 'landform' and 'query_mode'")
+        return self
 
 
 class RunRecord(BaseModel):
@@ -28,8 +49,17 @@ class RunRecord(BaseModel):
     model: str
     dataset_dir: str
     collection: str
+    landform: str | None = None
+    query_mode: QueryMode | None = None
     variant: str = Field(description="Which metric variant produced `metrics` (e.g. 'parity').")
-    metrics: dict[str, float] = Field(description="Fractions in 0..1.")
+    metrics: dict[str, float] = Field(description="Fractions in 0..1 (geo `k` is a rank).")
+    variants: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Every metric variant computed, by name; `metrics` is `variants[variant]`.",
+    )
+    artifacts: dict[str, str] = Field(
+        default_factory=dict, description="Files beside the record, e.g. the geo map PNG, by role."
+    )
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
     chance: dict[str, float] = Field(
         default_factory=dict, description="The same metrics for a random ranking (mean of seeded shuffles)."

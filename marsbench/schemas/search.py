@@ -7,12 +7,33 @@ from pydantic import BaseModel, Field, model_validator
 from marsbench.schemas.common import StrictModel
 
 
+class Region(StrictModel):
+    """Restrict results to tiles inside a box, or within a radius of a point (degrees, km)."""
+
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None, description="lon_min, lat_min, lon_max, lat_max in degrees."
+    )
+    center: tuple[float, float] | None = Field(default=None, description="lon, lat in degrees.")
+    radius_km: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Region:
+        box = self.bbox is not None
+        circle = self.center is not None and self.radius_km is not None
+        if box == circle or (not circle and (self.center is not None or self.radius_km is not None)):
+            raise ValueError("give either 'bbox', or 'center' with 'radius_km'")
+        if self.bbox is not None and not (self.bbox[0] <= self.bbox[2] and self.bbox[1] <= self.bbox[3]):
+            raise ValueError("bbox must be lon_min, lat_min, lon_max, lat_max with min <= max")
+        return self
+
+
 class SearchRequest(StrictModel):
     collection: str
     model: str = Field(description="The model the collection was indexed with (embeds the query).")
     text: str | None = None
     image: str | None = Field(default=None, description="A base64 data URI.")
     k: int = Field(default=10, ge=1, le=10_000)
+    region: Region | None = Field(default=None, description="Geo collections: only tiles in this region.")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:

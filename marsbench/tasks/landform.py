@@ -39,8 +39,12 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def ensemble_query(prompt_vectors: np.ndarray) -> np.ndarray:
-    """(n_templates, d) prompt embeddings to one normalised query vector."""
-    return normalize_rows(normalize_rows(prompt_vectors.astype(np.float32)).mean(axis=0))
+    """(n_templates, d) prompt embeddings, unit length from the encoder, to one normalised query.
+
+    The rows are averaged as given, like the reference (normalising them again could move a score
+    by an ulp and flip a tie at the 6-decimal rounding).
+    """
+    return normalize_rows(prompt_vectors.astype(np.float32).mean(axis=0))
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,38 @@
-"""Runs: evaluate a (task, model, data) collection and keep the record as JSON."""
+"""Runs: evaluate a (task, model, data) collection and keep the record as JSON.
+
+Each task has one function that evaluates and returns the task-specific fields of the record;
+`RunService.create` adds what every record shares and writes it.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from marsbench.datasets.errors import DatasetError
 from marsbench.evaluator.core.errors import InvalidRun, NotIndexed, RunNotFound
+from marsbench.evaluator.core.geo import ORDER_RULE, evaluate_geo
 from marsbench.evaluator.core.landform import TIE_RULE, evaluate_landform
+from marsbench.evaluator.core.maps import draw_geo_map
 from marsbench.evaluator.core.ports import QueryEncoder
 from marsbench.files import write_text_atomic
+from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import CollectionNotFound, VectorStore
 from marsbench.tasks import INDEXABLE
+from marsbench.tasks.geo import DEFAULT_RADIUS_DEG
 from marsbench.tasks.landform import PROMPT_TEMPLATES
 
 PARITY = "parity"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9T_-]+$")
+_SAFE_ARTIFACT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+Fields = dict[str, Any]
 
 
 class RunService:
@@ -26,6 +41,10 @@ class RunService:
         self._encoder = encoder
         self._dir = runs_dir
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._evaluators: dict[TaskName, Callable[[RunCreate, str, str], Fields]] = {
+            TaskName.LANDFORM: self._landform,
+            TaskName.GEOLOCALIZATION: self._geo,
+        }
 
     def collection_for(self, request: RunCreate) -> str:
         task = INDEXABLE[request.task.value]
@@ -39,44 +58,109 @@ class RunService:
 
     def create(self, request: RunCreate) -> RunRecord:
         collection = self.collection_for(request)
+        run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         started = time.perf_counter()
         try:
-            outcome = evaluate_landform(
-                self._store, self._encoder, collection=collection, model=request.model, max_k=request.max_k
-            )
+            fields = self._evaluators[request.task](request, collection, run_id)
         except CollectionNotFound:
             raise NotIndexed(
                 f"collection {collection!r} for model {request.model!r} and {request.dataset_dir} does not "
                 "exist; index it first (POST /v1/jobs on the indexer, or `marsbench run`)"
             ) from None
-        if not outcome.classes:
-            raise InvalidRun(f"collection {collection!r} holds no labelled images")
         record = RunRecord(
-            id=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+            id=run_id,
             task=request.task,
             model=request.model,
             dataset_dir=str(Path(request.dataset_dir).resolve()),
             collection=collection,
             variant=PARITY,
-            metrics=outcome.metrics.as_dict(),
-            per_class=outcome.metrics.per_class_table(),
-            chance=outcome.chance,
-            settings={"templates": list(PROMPT_TEMPLATES), "max_k": request.max_k, "tie_rule": TIE_RULE},
-            counts={"images": outcome.n_images, "classes": len(outcome.classes)},
             created_at=datetime.now(UTC),
             duration_s=time.perf_counter() - started,
+            **fields,
         )
         write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
         return record
 
-    def path_of(self, run_id: str) -> Path:
-        return self._dir / f"{run_id}.json"
+    # -- tasks ------------------------------------------------------------------------------
+
+    def _landform(self, request: RunCreate, collection: str, run_id: str) -> Fields:
+        outcome = evaluate_landform(
+            self._store, self._encoder, collection=collection, model=request.model, max_k=request.max_k
+        )
+        if not outcome.classes:
+            raise InvalidRun(f"collection {collection!r} holds no labelled images")
+        metrics = outcome.metrics.as_dict()
+        return {
+            "metrics": metrics,
+            "variants": {PARITY: metrics},
+            "per_class": outcome.metrics.per_class_table(),
+            "chance": outcome.chance,
+            "settings": {"templates": list(PROMPT_TEMPLATES), "max_k": request.max_k, "tie_rule": TIE_RULE},
+            "counts": {"images": outcome.n_images, "classes": len(outcome.classes)},
+        }
+
+    def _geo(self, request: RunCreate, collection: str, run_id: str) -> Fields:
+        outcome = evaluate_geo(
+            self._store,
+            self._encoder,
+            collection=collection,
+            dataset_dir=Path(request.dataset_dir),
+            request=request,
+        )
+        parity = outcome.curves[PARITY]
+        map_name = f"{run_id}.map.png"
+        title = f"{request.landform} · {request.query_mode} query · {request.model} · best k={parity.best.k}"
+        draw_geo_map(
+            self._dir / map_name,
+            tiles_lonlat=outcome.ranked_lonlat[: parity.best.k],
+            tile_hit=parity.tile_hit,
+            gt_lonlat=outcome.gt_lonlat,
+            gt_covered=parity.gt_covered,
+            title=title,
+        )
+        variants = {name: curve.as_dict() for name, curve in outcome.curves.items()}
+        notes = [f"ground truth row skipped: {row}" for row in outcome.skipped_gt_rows]
+        return {
+            "landform": request.landform,
+            "query_mode": request.query_mode,
+            "metrics": variants[PARITY],
+            "variants": variants,
+            "artifacts": {"map": map_name},
+            "settings": {
+                "top_k": request.top_k,
+                "radius_deg": request.radius_deg,
+                "distance": {
+                    "parity": "planar (reference map pixels)",
+                    "exact": "planar",
+                    "exact_great_circle": f"great circle, {DEFAULT_RADIUS_DEG} deg of arc on Mars",
+                },
+                "mix_ratio": request.mix_ratio,
+                "temperature": request.temperature,
+                "prompts": outcome.query.prompts,
+                "query_images": outcome.query.query_images,
+                "order_rule": ORDER_RULE,
+            },
+            "counts": {
+                "retrieved": len(outcome.ranked_lonlat),
+                "gt_points": len(outcome.gt_lonlat),
+            },
+            "notes": notes,
+        }
+
+    # -- records ----------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
-        path = self.path_of(run_id)
-        if "/" in run_id or not path.is_file():
+        path = self._dir / f"{run_id}.json"
+        if not _SAFE_ID.match(run_id) or not path.is_file():
             raise RunNotFound(run_id)
         return RunRecord.model_validate_json(path.read_text())
+
+    def artifact(self, run_id: str, name: str) -> Path:
+        """A file named by a record's `artifacts`, e.g. its map."""
+        record = self.get(run_id)
+        if name not in record.artifacts.values() or not _SAFE_ARTIFACT.match(name):
+            raise RunNotFound(f"{run_id}/{name}")
+        return self._dir / name
 
     def list(self) -> list[RunRecord]:
         return [RunRecord.model_validate_json(p.read_text()) for p in sorted(self._dir.glob("*.json"))]

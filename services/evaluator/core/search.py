@@ -7,10 +7,26 @@ import numpy as np
 from marsbench.evaluator.core.errors import InvalidRun, NotIndexed
 from marsbench.evaluator.core.ports import QueryEncoder
 from marsbench.schemas.datauri import decode_data_uri
-from marsbench.schemas.search import SearchHit, SearchRequest, SearchResponse
-from marsbench.store import CollectionNotFound, VectorStore
+from marsbench.schemas.search import Region, SearchHit, SearchRequest, SearchResponse
+from marsbench.store import CollectionNotFound, GeoBox, GeoRadius, SearchFilter, VectorStore
+from marsbench.tasks.geo import LOCATION_FIELD
 
 IMAGE_VECTOR = "image"
+
+
+# The Mars mean radius the geo metrics use; Qdrant's radius filter takes metres on its own sphere,
+# so a radius on Mars is converted to the same central angle on Earth.
+MARS_RADIUS_KM = 3396.19
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def region_filter(region: Region) -> SearchFilter:
+    if region.bbox is not None:
+        lon_min, lat_min, lon_max, lat_max = region.bbox
+        return SearchFilter(geo_box=GeoBox(LOCATION_FIELD, lon_min, lat_min, lon_max, lat_max))
+    lon, lat = region.center or (0.0, 0.0)
+    radius_m = (region.radius_km or 0.0) / MARS_RADIUS_KM * EARTH_RADIUS_M
+    return SearchFilter(geo_radius=GeoRadius(LOCATION_FIELD, lon, lat, radius_m))
 
 
 def search(store: VectorStore, encoder: QueryEncoder, request: SearchRequest) -> SearchResponse:
@@ -30,7 +46,10 @@ def search(store: VectorStore, encoder: QueryEncoder, request: SearchRequest) ->
         except ValueError as exc:
             raise InvalidRun(f"image: {exc}") from None
         query = encoder.embed_images(request.model, [image])
-    hits = store.search_batch(request.collection, np.asarray(query), using=IMAGE_VECTOR, limit=request.k)[0]
+    search_filter = region_filter(request.region) if request.region is not None else None
+    hits = store.search_batch(
+        request.collection, np.asarray(query), using=IMAGE_VECTOR, limit=request.k, filter=search_filter
+    )[0]
     return SearchResponse(
         collection=request.collection,
         hits=[SearchHit(id=hit.id, score=hit.score, payload=hit.payload) for hit in hits],

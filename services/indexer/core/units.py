@@ -17,6 +17,7 @@ class UnitTracker:
         self._on_finished = on_finished
         self._outstanding: Counter[str] = Counter()
         self._read: set[str] = set()
+        self._finished: set[str] = set()
         self._lock = threading.Lock()
 
     def submitted(self, units: Iterable[str | None]) -> None:
@@ -32,8 +33,9 @@ class UnitTracker:
                 if unit is None:
                     continue
                 self._outstanding[unit] -= 1
-                if self._outstanding[unit] == 0 and unit in self._read:
+                if self._outstanding[unit] == 0 and unit in self._read and unit not in self._finished:
                     del self._outstanding[unit]
+                    self._finished.add(unit)
                     finished.append(unit)
         for unit in finished:
             self._on_finished(unit)
@@ -42,8 +44,9 @@ class UnitTracker:
         """The reader yielded the unit's last record."""
         with self._lock:
             self._read.add(unit)
-            done = self._outstanding[unit] <= 0
+            done = self._outstanding[unit] <= 0 and unit not in self._finished
             if done:
                 self._outstanding.pop(unit, None)
+                self._finished.add(unit)
         if done:
             self._on_finished(unit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from fastapi.responses import FileResponse
 
 from marsbench.evaluator.api.deps import RunsDep
 from marsbench.schemas.runs import RunCreate, RunList, RunRecord
@@ -24,3 +25,9 @@ def list_runs(runs: RunsDep) -> RunList:
 @router.get("/{run_id}")
 def get_run(run_id: str, runs: RunsDep) -> RunRecord:
     return runs.get(run_id)
+
+
+@router.get("/{run_id}/artifacts/{name}", response_class=FileResponse)
+def get_artifact(run_id: str, name: str, runs: RunsDep) -> FileResponse:
+    """A file the record lists under `artifacts` (e.g. the geo-localization map PNG)."""
+    return FileResponse(runs.artifact(run_id, name))

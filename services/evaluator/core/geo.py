@@ -1,0 +1,107 @@
+"""Global geo-localization evaluation: one query (text, image or hybrid) for one landform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from marsbench.datasets.errors import DatasetError
+from marsbench.datasets.geo import ground_truth_path, load_ground_truth, query_images
+from marsbench.datasets.records import SkipLog
+from marsbench.evaluator.core.errors import InvalidRun
+from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.metrics.geo import GeoCurve, exact_curve, parity_curve
+from marsbench.schemas.runs import QueryMode, RunCreate
+from marsbench.store import Hit, VectorStore
+from marsbench.tasks.geo import GEO, LOCATION_FIELD, geo_prompts, hybrid_query, image_query, text_query
+
+# The reference rounds similarities to 6 decimals and sorts them with an unstable sort, which in
+# practice keeps the search engine's order within a tie; a stable sort on rounded scores over the
+# engine's order reproduces that.
+SCORE_DECIMALS = 6
+ORDER_RULE = f"score rounded to {SCORE_DECIMALS} decimals descending, search-engine order within ties"
+
+
+@dataclass(frozen=True)
+class GeoQuery:
+    vector: np.ndarray
+    prompts: list[str]
+    query_images: list[str]
+
+
+@dataclass(frozen=True)
+class GeoOutcome:
+    curves: dict[str, GeoCurve]  # by variant name, parity first
+    ranked_lonlat: np.ndarray
+    gt_lonlat: np.ndarray
+    query: GeoQuery
+    skipped_gt_rows: list[str]
+
+
+def build_geo_query(encoder: QueryEncoder, model: str, dataset_dir: Path, request: RunCreate) -> GeoQuery:
+    landform, mode = request.landform or "", request.query_mode
+    prompts: list[str] = []
+    names: list[str] = []
+    text = images = None
+    if mode in (QueryMode.TEXT, QueryMode.HYBRID):
+        prompts = geo_prompts(landform)
+        text = text_query(encoder.embed_texts(model, prompts))
+    if mode in (QueryMode.IMAGE, QueryMode.HYBRID):
+        try:
+            files = query_images(dataset_dir, landform)
+        except DatasetError as exc:
+            raise InvalidRun(str(exc)) from exc
+        if not files:
+            raise InvalidRun(
+                f"no query images for {landform!r} under {dataset_dir}/image_queries/{landform}/"
+            )
+        names = [name for name, _ in files]
+        images = encoder.embed_images(model, [data for _, data in files], names)
+    if mode is QueryMode.TEXT and text is not None:
+        vector = text
+    elif mode is QueryMode.IMAGE and images is not None:
+        vector = image_query(images)
+    elif text is not None and images is not None:
+        vector = hybrid_query(text, images, mix_ratio=request.mix_ratio, temperature=request.temperature)
+    else:
+        raise InvalidRun(f"unsupported query mode {mode!r}")
+    return GeoQuery(vector=vector, prompts=prompts, query_images=names)
+
+
+def ranked_locations(hits: list[Hit]) -> np.ndarray:
+    """(lon, lat) of the hits in parity order (see ORDER_RULE)."""
+    scores = np.round(np.array([hit.score for hit in hits], dtype=np.float64), SCORE_DECIMALS)
+    order = np.argsort(-scores, kind="stable")
+    lonlat = np.array(
+        [(hit.payload[LOCATION_FIELD]["lon"], hit.payload[LOCATION_FIELD]["lat"]) for hit in hits],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+    return lonlat[order]
+
+
+def evaluate_geo(
+    store: VectorStore, encoder: QueryEncoder, *, collection: str, dataset_dir: Path, request: RunCreate
+) -> GeoOutcome:
+    landform = request.landform or ""
+    gt_file = ground_truth_path(dataset_dir, landform)
+    if not gt_file.is_file():
+        raise InvalidRun(f"no ground truth for {landform!r}: {gt_file} does not exist")
+    skipped = SkipLog()
+    try:
+        gt = load_ground_truth(gt_file, skipped)
+    except DatasetError as exc:
+        raise InvalidRun(str(exc)) from exc
+    query = build_geo_query(encoder, request.model, dataset_dir, request)
+    hits = store.search_batch(
+        collection, query.vector[None, :], using=GEO.image_vector, limit=request.top_k, exact=True
+    )[0]
+    ranked = ranked_locations(hits)
+    options = {"radius_deg": request.radius_deg, "max_k": request.top_k}
+    curves = {
+        "parity": parity_curve(ranked, gt, **options),
+        "exact": exact_curve(ranked, gt, **options),
+        "exact_great_circle": exact_curve(ranked, gt, distance="great_circle", **options),
+    }
+    return GeoOutcome(curves, ranked, gt, query, [f"{s.key}: {s.reason}" for s in skipped.items])
