@@ -48,7 +48,7 @@ def fill(store: EmbeddedStore, n_per_class: int = 6) -> tuple[list[str], list[st
     return names, labels, np.stack(vectors)
 
 
-def test_class_query_is_the_normalised_mean_of_normalised_template_embeddings() -> None:
+def test_class_query_is_the_normalised_mean_of_the_template_embeddings() -> None:
     encoder = FakeEncoder()
     query = build_class_queries(encoder, "fake", ["glacier-like_form"])[0]
     prompts = class_prompts("glacier-like_form")
