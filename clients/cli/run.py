@@ -81,7 +81,14 @@ def save_run(evaluator: EvaluatorClient, record: RunRecord, job: JobStatus, out_
         "skipped": job.skipped,
         "skipped_items": [item.model_dump() for item in job.skipped_items],
     }
-    record = record.model_copy(update={"indexing": indexing, "artifacts": artifacts})
+    notes = list(record.notes)
+    if job.skipped:
+        # The reference would have embedded (or crashed on) these items: say so beside the numbers.
+        notes.append(
+            f"{job.skipped} item(s) were skipped while indexing (see indexing.skipped_items); "
+            "the reference implementation would not have skipped them, so parity is not guaranteed"
+        )
+    record = record.model_copy(update={"indexing": indexing, "artifacts": artifacts, "notes": notes})
     path = out_dir / f"{stem}.json"
     write_text_atomic(path, record.model_dump_json(indent=2))
     return SavedRun(record, path)
