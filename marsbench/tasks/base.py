@@ -32,6 +32,9 @@ class ImageSource(Protocol):
 class IndexableTask(Protocol):
     name: str
     image_vector: str
+    # Paired data also stores a text vector, embedded from this payload field.
+    text_vector: str | None
+    text_field: str | None
 
     def open(self, dataset_dir: Path) -> ImageSource: ...
 

@@ -82,6 +82,8 @@ def hybrid_query(
 class GeoTask:
     name: str = "geolocalization"
     image_vector: str = "image"
+    text_vector: str | None = None
+    text_field: str | None = None
 
     def open(self, dataset_dir: Path) -> GeoTileDataset:
         return GeoTileDataset(dataset_dir)

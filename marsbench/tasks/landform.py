@@ -51,6 +51,8 @@ def ensemble_query(prompt_vectors: np.ndarray) -> np.ndarray:
 class LandformTask:
     name: str = "landform"
     image_vector: str = "image"
+    text_vector: str | None = None
+    text_field: str | None = None
 
     def open(self, dataset_dir: Path) -> LandformDataset:
         return LandformDataset(dataset_dir)

@@ -167,7 +167,9 @@ class JobManager:
             pipeline = IndexPipeline(
                 self._store,
                 self._embedder,
-                PipelineTarget(job.collection, task.image_vector, job.model),
+                PipelineTarget(
+                    job.collection, task.image_vector, job.model, task.text_vector, task.text_field
+                ),
                 batch_size=batch_size,
                 in_flight=self._in_flight,
                 skips=skips,

@@ -29,12 +29,19 @@ log = logging.getLogger(__name__)
 class ImageEmbedder(Protocol):
     def embed_images(self, model: str, images: list[bytes], names: list[str]) -> np.ndarray: ...
 
+    def embed_texts(self, model: str, texts: list[str]) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class PipelineTarget:
+    """Where and how records are written: their image vector, and for paired data a text vector
+    embedded from the payload field `text_field` (e.g. the caption)."""
+
     collection: str
     vector: str
     model: str
+    text_vector: str | None = None
+    text_field: str | None = None
 
 
 def batched(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
@@ -131,9 +138,16 @@ class IndexPipeline:
         written = 0
         if todo:
             kept, vectors = embed_skipping_bad(self._embedder, self._target.model, todo, self._skips)
+            named = [{self._target.vector: v} for v in vectors]
+            if kept and self._target.text_vector and self._target.text_field:
+                texts = [str(r.payload[self._target.text_field]) for r in kept]
+                for entry, text_vector in zip(
+                    named, self._embedder.embed_texts(self._target.model, texts), strict=True
+                ):
+                    entry[self._target.text_vector] = text_vector
             points = [
-                Point(id=point_id(r.key), vectors={self._target.vector: v}, payload=r.payload)
-                for r, v in zip(kept, vectors, strict=True)
+                Point(id=point_id(r.key), vectors=v, payload=r.payload)
+                for r, v in zip(kept, named, strict=True)
             ]
             if points:
                 self._store.upsert(self._target.collection, points)
