@@ -58,7 +58,7 @@ def _window(canvas: Canvas, cx: float, cy: float, reach: float) -> tuple[slice, 
     return slice(lo_y, max(lo_y, hi_y)), slice(lo_x, max(lo_x, hi_x))
 
 
-def _bowl(canvas: Canvas, cx: float, cy: float, radius: float) -> None:
+def add_crater(canvas: Canvas, cx: float, cy: float, radius: float) -> None:
     """A fresh simple crater: parabolic bowl, raised rim, ejecta falling off as r^-3."""
     win = _window(canvas, cx, cy, 4.0 * radius)
     r = np.hypot(canvas.x[win] - cx, canvas.y[win] - cy) / radius
@@ -70,16 +70,14 @@ def _bowl(canvas: Canvas, cx: float, cy: float, radius: float) -> None:
 
 def draw_crater(canvas: Canvas, rng: np.random.Generator, f: Feature) -> None:
     """One main crater of diameter `size`, plus `count - 1` smaller ones nearby."""
-    _bowl(canvas, f.cx, f.cy, f.size / 2.0)
+    add_crater(canvas, f.cx, f.cy, f.size / 2.0)
     for _ in range(f.count - 1):
         ang = rng.uniform(0, 2 * np.pi)
         dist = f.size / 2.0 + rng.uniform(0.05, 0.2)
-        _bowl(
-            canvas,
-            f.cx + dist * np.cos(ang),
-            f.cy + dist * np.sin(ang),
-            f.size * rng.uniform(0.12, 0.3),
-        )
+        # Kept inside the frame: the caption counts them.
+        x = float(np.clip(f.cx + dist * np.cos(ang), 0.05, 0.95))
+        y = float(np.clip(f.cy + dist * np.sin(ang), 0.05, 0.95))
+        add_crater(canvas, x, y, f.size * rng.uniform(0.12, 0.3))
 
 
 def draw_yardang(canvas: Canvas, rng: np.random.Generator, f: Feature) -> None:
@@ -111,35 +109,41 @@ def draw_alluvial_fan(canvas: Canvas, rng: np.random.Generator, f: Feature) -> N
     mask = _smoothstep(0.0, 0.3, 1.0 - rho / radius) * _smoothstep(0.0, 0.08, to_side)
     cone = 0.06 * radius * (1.0 - rho / radius) * mask
     channels = 0.004 * radius * np.sin(phi * rng.uniform(18, 26) / half_angle) * (rho / radius) * mask
-    relief = 1.0 + 0.8 * fractal_noise(rng, canvas.size, 2.4)
+    relief = 1.0 + 0.8 * fractal_noise(rng, canvas.size, 3.2)
     upland = 0.09 * _smoothstep(-0.02, 0.15, -a) * relief
     canvas.height += cone + channels + upland
-    canvas.albedo *= 1.0 + 0.25 * mask
+    canvas.albedo *= 1.0 + 0.35 * mask
 
 
 def draw_pitted_cone(canvas: Canvas, rng: np.random.Generator, f: Feature) -> None:
     """A cluster of `count` small conical mounds, each with a summit pit."""
-    for x0, y0 in _scatter(rng, f.cx, f.cy, f.size / 2.0, f.count, min_dist=0.08):
-        cone_r = rng.uniform(0.05, 0.085)
+    for x0, y0 in _scatter(rng, f.cx, f.cy, f.size / 2.0, f.count, min_dist=0.1):
+        cone_r = rng.uniform(0.06, 0.1)
         win = _window(canvas, x0, y0, cone_r)
         r = np.hypot(canvas.x[win] - x0, canvas.y[win] - y0) / cone_r
-        cone = 0.6 * cone_r * np.clip(1.0 - r, 0.0, None) ** 1.2
-        pit = 0.4 * cone_r * np.exp(-((r / 0.3) ** 2))
+        cone = 0.8 * cone_r * np.clip(1.0 - r, 0.0, None) ** 1.2
+        pit = 0.5 * cone_r * np.exp(-((r / 0.3) ** 2))
         canvas.height[win] += cone - pit
 
 
 def _scatter(
     rng: np.random.Generator, cx: float, cy: float, radius: float, n: int, min_dist: float
 ) -> list[tuple[float, float]]:
-    """Up to n points in a disc, kept apart by rejection so clusters read as separate objects."""
+    """Exactly n points in a disc, kept apart by rejection so clusters read as separate objects.
+
+    When the disc is too crowded for `min_dist`, the distance shrinks until all n fit: the
+    caption states the count, so the drawing must show that many.
+    """
     points: list[tuple[float, float]] = []
-    for _ in range(n * 20):
-        if len(points) == n:
-            break
-        rad, ang = radius * np.sqrt(rng.uniform(0, 1)), rng.uniform(0, 2 * np.pi)
-        p = (cx + rad * np.cos(ang), cy + rad * np.sin(ang))
-        if all(np.hypot(p[0] - q[0], p[1] - q[1]) >= min_dist for q in points):
-            points.append(p)
+    while len(points) < n:
+        for _ in range(30):
+            rad, ang = radius * np.sqrt(rng.uniform(0, 1)), rng.uniform(0, 2 * np.pi)
+            p = (cx + rad * np.cos(ang), cy + rad * np.sin(ang))
+            if all(np.hypot(p[0] - q[0], p[1] - q[1]) >= min_dist for q in points):
+                points.append(p)
+                break
+        else:
+            min_dist *= 0.8
     return points
 
 

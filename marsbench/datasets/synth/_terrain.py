@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The sun comes from the west (image left), as in most CTX mosaics; only its elevation varies.
+# MRO images Mars at about 3 pm local time, so the sun is in the west (image left); only its
+# elevation varies.
 _SUN_ELEVATION_DEG = (25.0, 50.0)
 
 
@@ -46,7 +47,7 @@ class TerrainStyle:
 
 @functools.lru_cache(maxsize=8)
 def _log_frequency(size: int) -> np.ndarray:
-    """log |f| on the rfft2 grid of a size x size field (the DC term set to 0, later zeroed)."""
+    """log |f| on the rfft2 grid of a size x size field; DC reads as |f| = 1 (callers zero it)."""
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]
     freq = np.sqrt(fx * fx + fy * fy)
@@ -75,26 +76,27 @@ def new_canvas(rng: np.random.Generator, size: int, style: TerrainStyle) -> Canv
     """A background of rolling or rough plains with faint albedo mottling."""
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size
     x, y = np.meshgrid(coords, coords)
-    height = style.roughness * fractal_noise(rng, size, style.spectral_slope)
+    relief = fractal_noise(rng, size, style.spectral_slope)
     # Regolith grain: fine noise whose amplitude scales with the pixel so slopes stay the same.
-    height += (0.04 / size) * fractal_noise(rng, size, 2.0)
-    albedo = style.tone * (1.0 + 0.06 * fractal_noise(rng, size, 3.0))
-    return Canvas(height=height, albedo=albedo.astype(np.float32), x=x, y=y)
+    height = style.roughness * relief + (0.04 / size) * fractal_noise(rng, size, 2.0)
+    # Bright dust collects in the lows, so albedo mottling follows the relief.
+    albedo = style.tone * (1.0 - 0.06 * relief)
+    return Canvas(height=height, albedo=albedo, x=x, y=y)
 
 
 def _cast_shadow(height: np.ndarray, tan_elev: float, step: float) -> np.ndarray:
-    """1 where the sun (from the left) is blocked by higher ground to the west, else 0."""
-    horizon = np.full(height.shape[0], -np.inf, dtype=np.float32)
-    shadow = np.zeros_like(height)
-    drop = step * tan_elev
-    for col in range(height.shape[1]):
-        horizon = np.maximum(horizon - drop, height[:, col])
-        shadow[:, col] = height[:, col] < horizon - 1e-6
-    return shadow
+    """1 where the sun (from the left) is blocked by higher ground to the west, else 0.
+
+    The horizon seen from column c is max over c' <= c of h[c'] - (c - c') * drop, which is a
+    running maximum of h + c * drop, shifted back.
+    """
+    ramp = np.arange(height.shape[1], dtype=np.float32) * np.float32(step * tan_elev)
+    horizon = np.maximum.accumulate(height + ramp, axis=1) - ramp
+    return (height < horizon - 1e-6).astype(np.float32)
 
 
 def render(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
-    """Hill-shade the height field under a western sun, add sensor noise, stretch to uint8."""
+    """Hill-shade the height field under a western sun, add sensor noise, map to uint8."""
     size = canvas.size
     step = 1.0 / size
     elevation = np.deg2rad(rng.uniform(*_SUN_ELEVATION_DEG))
@@ -104,11 +106,9 @@ def render(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
     shade = np.clip(shade, 0.0, None)
     shadow = _cast_shadow(canvas.height, float(np.tan(elevation)), step)
     shade = shade * (1.0 - 0.55 * shadow)
-    radiance = canvas.albedo * (0.25 + 0.95 * shade)
+    # Divide by the flat-ground shade so that flat terrain shows its albedo at any sun elevation.
+    radiance = canvas.albedo * (0.25 + 0.95 * shade) / (0.25 + 0.95 * float(light[2]))
     radiance = radiance + rng.normal(0.0, 0.012, radiance.shape).astype(np.float32)
-    # CTX mosaics are contrast-stretched per image; vary the stretch so contrast is not a cue.
-    lo, hi = np.percentile(radiance, [0.5, 99.5])
-    gain = rng.uniform(0.75, 1.0)
-    mid = rng.uniform(0.42, 0.58)
-    stretched = (radiance - (lo + hi) / 2.0) / max(hi - lo, 1e-6) * gain + mid
+    # A fixed stretch with a little per-image gain: plains stay calm, relief stands out.
+    stretched = 0.1 + 0.8 * radiance * rng.uniform(0.85, 1.15)
     return np.clip(stretched * 255.0 + 0.5, 0, 255).astype(np.uint8)
