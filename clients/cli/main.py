@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -123,7 +124,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from marsbench.datasets.synth import synthesize
 
     summary = synthesize(args.out, scale=args.scale, seed=args.seed)
-    print(summary)
+    print(json.dumps(summary.to_dict(), indent=2))
     return 0
 
 

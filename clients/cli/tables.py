@@ -37,14 +37,16 @@ GEO_COLUMNS = ("f1", "precision", "recall", "auprc")
 
 
 def geo_table(records: Sequence[RunRecord]) -> str:
-    """One row per (landform, query mode): parity best F1 with its k, precision, recall, AUPRC (x100)."""
+    """One row per (landform, query mode): parity best F1 with its k, precision, recall, AUPRC (x100),
+    and beside them the exact curve's AUPRC (every k, not the reference's grid)."""
     rows = [
         [
             record.landform or "",
             str(record.query_mode or ""),
             *_x100(record.metrics, GEO_COLUMNS),
             str(int(record.metrics["k"])),
+            f"{100 * record.variants['exact']['auprc']:.2f}" if "exact" in record.variants else "",
         ]
         for record in records
     ]
-    return render_table(["landform", "query", *GEO_COLUMNS, "k"], rows)
+    return render_table(["landform", "query", *GEO_COLUMNS, "k", "auprc (exact)"], rows)
