@@ -6,10 +6,10 @@ service knows another task's details. `INDEXABLE` maps a task name to its defini
 
 from __future__ import annotations
 
-from marsbench.tasks.base import IndexableTask
+from marsbench.tasks.base import IndexedTask
 from marsbench.tasks.geo import GEO
 from marsbench.tasks.landform import LANDFORM
 
-INDEXABLE: dict[str, IndexableTask] = {LANDFORM.name: LANDFORM, GEO.name: GEO}
+INDEXABLE: dict[str, IndexedTask] = {LANDFORM.name: LANDFORM, GEO.name: GEO}
 
-__all__ = ["INDEXABLE", "IndexableTask"]
+__all__ = ["INDEXABLE", "IndexedTask"]

@@ -1,13 +1,19 @@
-"""The shape every task shares on the indexing side."""
+"""What every task shares on the indexing side: an image source and how its collection looks.
+
+Tasks differ by data, not by code: `IndexedTask` holds a task's name, how to open its published
+dataset, its payload indexes and, for paired data, the text vector stored beside the image one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from marsbench.datasets.records import ImageRecord, SkipLog
-from marsbench.store.base import CollectionSpec
+from marsbench.store.base import CollectionSpec, PayloadIndex
+from marsbench.store.naming import collection_name
 
 
 class ImageSource(Protocol):
@@ -29,15 +35,25 @@ class ImageSource(Protocol):
         ...
 
 
-class IndexableTask(Protocol):
+@dataclass(frozen=True)
+class IndexedTask:
     name: str
-    image_vector: str
+    opener: Callable[[Path], ImageSource]
+    payload_indexes: Mapping[str, PayloadIndex] = field(default_factory=dict)
+    image_vector: str = "image"
     # Paired data also stores a text vector, embedded from this payload field.
-    text_vector: str | None
-    text_field: str | None
+    text_vector: str | None = None
+    text_field: str | None = None
 
-    def open(self, dataset_dir: Path) -> ImageSource: ...
+    def open(self, dataset_dir: Path) -> ImageSource:
+        return self.opener(dataset_dir)
 
-    def collection_name(self, model: str, source: ImageSource) -> str: ...
+    def collection_name(self, model: str, source: ImageSource) -> str:
+        """One collection per (task, model, data variant): the data's fingerprint names the variant."""
+        return collection_name(self.name, model, source.fingerprint())
 
-    def collection_spec(self, name: str, dimension: int) -> CollectionSpec: ...
+    def collection_spec(self, name: str, dimension: int) -> CollectionSpec:
+        vectors = {self.image_vector: dimension}
+        if self.text_vector is not None:
+            vectors[self.text_vector] = dimension
+        return CollectionSpec(name=name, vectors=vectors, payload_indexes=dict(self.payload_indexes))

@@ -13,15 +13,11 @@ from the encoder and are used as given (normalising them again could move scores
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
 from marsbench.datasets.geo import GeoTileDataset
-from marsbench.store.base import CollectionSpec, PayloadIndex
-from marsbench.store.naming import collection_name
-from marsbench.tasks.base import ImageSource
+from marsbench.store.base import PayloadIndex
+from marsbench.tasks.base import IndexedTask
 from marsbench.tasks.landform import PROMPT_TEMPLATES
 
 LOCATION_FIELD = "location"
@@ -78,29 +74,12 @@ def hybrid_query(
     return _normalise(np.float32(mix_ratio) * weighted + np.float32(1 - mix_ratio) * text)
 
 
-@dataclass(frozen=True)
-class GeoTask:
-    name: str = "geolocalization"
-    image_vector: str = "image"
-    text_vector: str | None = None
-    text_field: str | None = None
-
-    def open(self, dataset_dir: Path) -> GeoTileDataset:
-        return GeoTileDataset(dataset_dir)
-
-    def collection_name(self, model: str, source: ImageSource) -> str:
-        return collection_name(self.name, model, source.fingerprint())
-
-    def collection_spec(self, name: str, dimension: int) -> CollectionSpec:
-        return CollectionSpec(
-            name=name,
-            vectors={self.image_vector: dimension},
-            payload_indexes={
-                LOCATION_FIELD: PayloadIndex.GEO,
-                "source": PayloadIndex.KEYWORD,
-                "name": PayloadIndex.KEYWORD,
-            },
-        )
-
-
-GEO = GeoTask()
+GEO = IndexedTask(
+    name="geolocalization",
+    opener=GeoTileDataset,
+    payload_indexes={
+        LOCATION_FIELD: PayloadIndex.GEO,
+        "source": PayloadIndex.KEYWORD,
+        "name": PayloadIndex.KEYWORD,
+    },
+)

@@ -7,15 +7,11 @@ the mean normalised again. The relevant set of a class is every image labelled w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
 from marsbench.datasets.landform import LandformDataset
-from marsbench.store.base import CollectionSpec, PayloadIndex
-from marsbench.store.naming import collection_name
-from marsbench.tasks.base import ImageSource
+from marsbench.store.base import PayloadIndex
+from marsbench.tasks.base import IndexedTask
 
 PROMPT_TEMPLATES: tuple[str, ...] = (
     "a photo of {}, a type of martian terrain",
@@ -47,25 +43,8 @@ def ensemble_query(prompt_vectors: np.ndarray) -> np.ndarray:
     return normalize_rows(prompt_vectors.astype(np.float32).mean(axis=0))
 
 
-@dataclass(frozen=True)
-class LandformTask:
-    name: str = "landform"
-    image_vector: str = "image"
-    text_vector: str | None = None
-    text_field: str | None = None
-
-    def open(self, dataset_dir: Path) -> LandformDataset:
-        return LandformDataset(dataset_dir)
-
-    def collection_name(self, model: str, source: ImageSource) -> str:
-        return collection_name(self.name, model, source.fingerprint())
-
-    def collection_spec(self, name: str, dimension: int) -> CollectionSpec:
-        return CollectionSpec(
-            name=name,
-            vectors={self.image_vector: dimension},
-            payload_indexes={"label": PayloadIndex.KEYWORD, "name": PayloadIndex.KEYWORD},
-        )
-
-
-LANDFORM = LandformTask()
+LANDFORM = IndexedTask(
+    name="landform",
+    opener=LandformDataset,
+    payload_indexes={"label": PayloadIndex.KEYWORD, "name": PayloadIndex.KEYWORD},
+)

@@ -14,7 +14,7 @@ from marsbench.encoder.core.errors import (
     UnknownModel,
     UnsupportedModality,
 )
-from marsbench.schemas.common import ErrorBody
+from marsbench.http import error_response, status_for
 
 STATUS: dict[type[EncoderError], int] = {
     UnknownModel: 404,
@@ -28,7 +28,7 @@ STATUS: dict[type[EncoderError], int] = {
 
 async def _encoder_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EncoderError)
-    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
+    status = status_for(exc, STATUS)
     detail: dict[str, object] = {}
     headers: dict[str, str] = {}
     if isinstance(exc, UnknownModel):
@@ -37,8 +37,7 @@ async def _encoder_error(request: Request, exc: Exception) -> JSONResponse:
         detail["index"] = exc.index
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    body = ErrorBody(error=type(exc).__name__, message=str(exc), detail=detail or None)
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return error_response(exc, status, detail=detail, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

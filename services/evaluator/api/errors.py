@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from marsbench.client import ApiError, MarsbenchError
 from marsbench.evaluator.core.errors import EvaluatorError, InvalidRun, NotIndexed, RunNotFound
-from marsbench.schemas.common import ErrorBody
+from marsbench.http import error_response, status_for
 from marsbench.store import StoreError
 
 STATUS: dict[type[Exception], int] = {
@@ -22,12 +22,8 @@ STATUS: dict[type[Exception], int] = {
 async def _error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ApiError) and exc.status in (404, 422):
         # The encoder refused the query (unknown model, modality it lacks): the caller's to fix.
-        body = ErrorBody(error=exc.error, message=f"encoder: {exc.message}", detail=exc.detail or None)
-        return JSONResponse(body.model_dump(), status_code=422)
-    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
-    return JSONResponse(
-        ErrorBody(error=type(exc).__name__, message=str(exc)).model_dump(), status_code=status
-    )
+        return error_response(exc, 422, error=exc.error, message=f"encoder: {exc.message}", detail=exc.detail)
+    return error_response(exc, status_for(exc, STATUS))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from marsbench.evaluator.api.routes import health, runs, search
+from marsbench.evaluator.api.routes import runs, search
+from marsbench.http import probes_router
 
 api_router = APIRouter()
-api_router.include_router(health.router)
+api_router.include_router(probes_router())
 api_router.include_router(runs.router)
 api_router.include_router(search.router)

@@ -6,8 +6,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from marsbench.client import MarsbenchError
+from marsbench.http import error_response, status_for
 from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobNotFound
-from marsbench.schemas.common import ErrorBody
 from marsbench.store import StoreError
 
 STATUS: dict[type[Exception], int] = {
@@ -19,9 +19,7 @@ STATUS: dict[type[Exception], int] = {
 
 
 async def _error(request: Request, exc: Exception) -> JSONResponse:
-    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 500)
-    body = ErrorBody(error=type(exc).__name__, message=str(exc))
-    return JSONResponse(body.model_dump(), status_code=status)
+    return error_response(exc, status_for(exc, STATUS))
 
 
 def install_error_handlers(app: FastAPI) -> None:

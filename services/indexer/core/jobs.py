@@ -26,7 +26,7 @@ from marsbench.indexer.core.units import UnitTracker
 from marsbench.schemas.jobs import CollectionOut, JobCreate, JobState, JobStatus, SkippedItemOut
 from marsbench.schemas.models import ModelInfo
 from marsbench.store import VectorStore
-from marsbench.tasks import INDEXABLE, IndexableTask
+from marsbench.tasks import INDEXABLE, IndexedTask
 from marsbench.tasks.base import ImageSource
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class JobManager:
             self._jobs[job.id] = job
 
 
-def _open_source(task: IndexableTask, dataset_dir: Path) -> ImageSource:
+def _open_source(task: IndexedTask, dataset_dir: Path) -> ImageSource:
     if not dataset_dir.is_dir():
         raise InvalidJob(
             f"dataset folder {dataset_dir} does not exist (give the task's published 'dataset/' folder)"
