@@ -44,8 +44,9 @@ PAIRED_METRIC_KEYS: tuple[str, ...] = (
     "t2i_medr",
     "t2i_mrr",
 )
-# Scores per block when no chunk is given: 128 MB of float32 (plus a 32 MB mask), so 335 rows
-# at 100k pairs, and the whole product (as in the reference) up to about 8k pairs.
+# Target scores per block when no chunk is given: 128 MB of float32 (a block holds up to twice
+# that, plus a bool mask a quarter its size). 335 rows at 100k pairs; below about 8k pairs one
+# block, the reference's whole product.
 BLOCK_SCORES = 1 << 25
 # Thinner products go to other BLAS kernels (gemv, small-matrix kernels) whose float32 sums can
 # differ in the last bit from the full product's, which would move near-tied ranks.
@@ -203,7 +204,7 @@ def paired_ranks(
     before, after = _compare_ops(ties)
     n = images.shape[0]
     bounds = block_bounds(n, chunk)
-    diagonal = np.concatenate([np.diagonal(images[s:e] @ texts[s:e].T) for s, e in bounds])
+    diagonal = _square_diagonal(images, texts, bounds)
     exact = np.empty_like(diagonal)
     i2t = np.empty(n, dtype=np.int64)
     t2i_ahead = np.zeros(n, dtype=np.int64)
@@ -251,6 +252,11 @@ def _row_ahead(
     square_ahead = np.where(earlier, before(square, score), after(square, score))
     np.fill_diagonal(square_ahead, False)
     return ahead + _count(square_ahead, axis=1)
+
+
+def _square_diagonal(images: np.ndarray, texts: np.ndarray, bounds: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The diagonal of S from each block's square sub-product, before the blocks are computed."""
+    return np.concatenate([np.diagonal(images[s:e] @ texts[s:e].T) for s, e in bounds])
 
 
 def _column_ahead(
