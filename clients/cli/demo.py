@@ -7,14 +7,14 @@ from pathlib import Path
 from marsbench.cli.progress import JobProgress
 from marsbench.cli.run import run_geolocalization, run_task
 from marsbench.cli.stack import LocalStack, StackUrls
-from marsbench.cli.tables import LANDFORM_COLUMNS, geo_table, landform_table, render_table
+from marsbench.cli.tables import LANDFORM_COLUMNS, geo_table, landform_table, paired_table, render_table
 from marsbench.datasets.geo import landforms as geo_landforms
 from marsbench.datasets.synth import synthesize
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import QueryMode
 
 DEMO_MODEL = "marsbench-tiny"
-DEMO_TASKS = ("landform", "geo")
+DEMO_TASKS = ("paired", "landform", "geo")
 
 
 def ensure_demo_data(root: Path) -> Path:
@@ -42,6 +42,23 @@ def _landform(urls: StackUrls, data: Path, out_dir: Path) -> None:
     print(f"record: {path}\n")
 
 
+def _paired(urls: StackUrls, data: Path, out_dir: Path) -> None:
+    record, path = run_task(
+        urls,
+        task=TaskName.PAIRED,
+        dataset_dir=data / "paired" / "dataset",
+        model=DEMO_MODEL,
+        out_dir=out_dir,
+        caption_key="refined_caption",
+        on_progress=JobProgress(),
+    )
+    pairs = record.counts.get("pairs", 0)
+    print(f"\nPaired image-text retrieval, {DEMO_MODEL}, {pairs} pairs, refined_caption (x100):")
+    print(paired_table(record))
+    print(f"random ranking: R@1 {100 / max(pairs, 1):.2f}, R@10 {100 * min(10, pairs) / max(pairs, 1):.2f}")
+    print(f"record: {path}\n")
+
+
 def _geolocalization(urls: StackUrls, data: Path, out_dir: Path) -> None:
     dataset = data / "geo" / "dataset"
     saved = run_geolocalization(
@@ -63,6 +80,7 @@ def run_demo(*, data_dir: Path, out_dir: Path) -> int:
     data = ensure_demo_data(data_dir / "demo-data")
     print("starting encoder, indexer and evaluator in this process ...")
     with LocalStack(data_dir=data_dir) as urls:
+        _paired(urls, data, out_dir)
         _landform(urls, data, out_dir)
         _geolocalization(urls, data, out_dir)
     print(f"all run records: {out_dir}")

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", type=Path, help="Local weights file in open_clip's format.")
     run.add_argument("--out", required=True, type=Path, help="Folder for the JSON run record.")
     run.add_argument("--max-k", type=int, help="Landform: ranking cut-off (default: rank everything).")
+    run.add_argument(
+        "--caption-key",
+        default="refined_caption",
+        help="Paired: ori_caption, refined_caption, qwen3_fused_caption.",
+    )
+    run.add_argument("--top-lists", action="store_true", help="Paired: also keep each query's top-10 list.")
     run.add_argument("--landform", default="all", help="Geo: a landform with a ground-truth CSV, or 'all'.")
     run.add_argument(
         "--query-mode", default="all", choices=[*(m.value for m in QueryMode), "all"], help="Geo query mode."
@@ -135,9 +141,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     model = model_reference(args.model, args.checkpoint)
     urls = ServiceUrls(indexer=args.indexer_url, evaluator=args.evaluator_url)
     with services(urls, data_dir=_data_dir(args.data_dir)) as running:
-        if TaskName(args.task) is TaskName.GEOLOCALIZATION:
+        task = TaskName(args.task)
+        if task is TaskName.GEOLOCALIZATION:
             return _run_geo(args, running, model, JobProgress())
+        if task is TaskName.PAIRED:
+            return _run_paired(args, running, model, JobProgress())
         return _run_landform(args, running, model, JobProgress())
+
+
+def _run_paired(args: argparse.Namespace, urls: StackUrls, model: str, progress: JobProgress) -> int:
+    from marsbench.cli.run import run_task
+    from marsbench.cli.tables import paired_table
+
+    record, path = run_task(
+        urls,
+        task=TaskName.PAIRED,
+        dataset_dir=args.dataset_dir,
+        model=model,
+        out_dir=args.out,
+        caption_key=args.caption_key,
+        top_lists=args.top_lists,
+        on_progress=progress,
+    )
+    print(f"{record.counts.get('pairs')} pairs, caption key {record.caption_key}:")
+    print(paired_table(record))
+    print(f"skipped while indexing: {record.skipped}\nrun record: {path}")
+    return 0
 
 
 def _run_landform(args: argparse.Namespace, urls: StackUrls, model: str, progress: JobProgress) -> int:

@@ -54,11 +54,20 @@ def services(urls: ServiceUrls, *, data_dir: Path) -> Iterator[StackUrls]:
 
 
 def index(
-    urls: StackUrls, *, task: TaskName, dataset_dir: Path, model: str, on_progress: ProgressFn | None
+    urls: StackUrls,
+    *,
+    task: TaskName,
+    dataset_dir: Path,
+    model: str,
+    on_progress: ProgressFn | None,
+    caption_key: str | None = None,
 ) -> JobStatus:
     """Run (or join, or reuse) the indexing job for this collection and wait for it."""
+    request = JobCreate(
+        task=task, model=model, dataset_dir=str(dataset_dir.resolve()), caption_key=caption_key
+    )
     with IndexerClient(urls.indexer) as indexer:
-        job = indexer.create_job(JobCreate(task=task, model=model, dataset_dir=str(dataset_dir.resolve())))
+        job = indexer.create_job(request)
         job = indexer.wait(job.id, on_progress=on_progress)
     if job.state is not JobState.SUCCEEDED:
         raise CommandError(f"indexing job {job.id} {job.state}: {job.error}")
@@ -67,9 +76,8 @@ def index(
 
 def save_run(evaluator: EvaluatorClient, record: RunRecord, job: JobStatus, out_dir: Path) -> SavedRun:
     """Write the record into `out_dir` with the indexing job's skips, and fetch its artifacts."""
-    stem = "-".join(
-        part for part in (record.task.value, record.landform, record.query_mode, record.id) if part
-    )
+    parts = (record.task.value, record.caption_key, record.landform, record.query_mode, record.id)
+    stem = "-".join(part for part in parts if part)
     artifacts = {}
     for role, name in record.artifacts.items():
         local = f"{stem}.{name.split('.', 1)[1]}" if "." in name else f"{stem}.{role}"
@@ -88,7 +96,8 @@ def save_run(evaluator: EvaluatorClient, record: RunRecord, job: JobStatus, out_
             f"{job.skipped} item(s) were skipped while indexing (see indexing.skipped_items); "
             "the reference implementation would not have skipped them, so parity is not guaranteed"
         )
-    record = record.model_copy(update={"indexing": indexing, "artifacts": artifacts, "notes": notes})
+    update = {"indexing": indexing, "skipped": job.skipped, "artifacts": artifacts, "notes": notes}
+    record = record.model_copy(update=update)
     path = out_dir / f"{stem}.json"
     write_text_atomic(path, record.model_dump_json(indent=2))
     return SavedRun(record, path)
@@ -102,13 +111,25 @@ def run_task(
     model: str,
     out_dir: Path,
     max_k: int | None = None,
+    caption_key: str | None = None,
+    top_lists: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> tuple[RunRecord, Path]:
-    """Landform retrieval: one index job, one run."""
-    job = index(urls, task=task, dataset_dir=dataset_dir, model=model, on_progress=on_progress)
-    dataset = str(dataset_dir.resolve())
+    """Landform or paired retrieval: one index job, one run."""
+    job = index(
+        urls,
+        task=task,
+        dataset_dir=dataset_dir,
+        model=model,
+        on_progress=on_progress,
+        caption_key=caption_key,
+    )
+    request = RunCreate(
+        task=task, model=model, dataset_dir=str(dataset_dir.resolve()), max_k=max_k,
+        caption_key=caption_key, top_lists=top_lists,
+    )  # fmt: skip
     with EvaluatorClient(urls.evaluator) as evaluator:
-        record = evaluator.create_run(RunCreate(task=task, model=model, dataset_dir=dataset, max_k=max_k))
+        record = evaluator.create_run(request)
         saved = save_run(evaluator, record, job, out_dir)
     return saved.record, saved.path
 

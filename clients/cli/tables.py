@@ -50,3 +50,24 @@ def geo_table(records: Sequence[RunRecord]) -> str:
         for record in records
     ]
     return render_table(["landform", "query", *GEO_COLUMNS, "k", "auprc (exact)"], rows)
+
+
+PAIRED_COLUMNS = ("r1", "r10", "medr", "mrr")
+
+
+def paired_table(record: RunRecord) -> str:
+    """Image-to-text and text-to-image rows: R@1, R@10, MRR x100 and MedR as a rank."""
+    rows = []
+    for direction, label in (("i2t", "image -> text"), ("t2i", "text -> image")):
+        m = record.metrics
+        medr = m[f"{direction}_medr"]
+        rows.append(
+            [
+                label,
+                f"{100 * m[f'{direction}_r1']:.2f}",
+                f"{100 * m[f'{direction}_r10']:.2f}",
+                f"{medr:g}",
+                f"{100 * m[f'{direction}_mrr']:.2f}",
+            ]
+        )
+    return render_table(["direction", "R@1", "R@10", "MedR", "MRR"], rows)

@@ -11,6 +11,7 @@ from marsbench.schemas.common import StrictModel
 
 
 class TaskName(StrEnum):
+    PAIRED = "paired"
     LANDFORM = "landform"
     GEOLOCALIZATION = "geolocalization"
 
@@ -27,6 +28,12 @@ class JobCreate(StrictModel):
     model: str = Field(description="Model reference, e.g. 'marsbench-tiny' or 'open_clip:ViT-B-32@/ckpt.pt'.")
     dataset_dir: str = Field(description="The task's published `dataset/` folder, as the indexer sees it.")
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="Images per encoder request.")
+    caption_key: str | None = Field(
+        default=None, description="Paired task: the caption field to embed (default refined_caption)."
+    )
+
+    def dataset_options(self) -> dict[str, str]:
+        return {"caption_key": self.caption_key} if self.caption_key else {}
 
 
 class SkippedItemOut(BaseModel):
@@ -39,6 +46,7 @@ class JobStatus(BaseModel):
     task: TaskName
     model: str
     dataset_dir: str
+    dataset_options: dict[str, str] = Field(default_factory=dict)
     collection: str
     state: JobState
     total: int | None = Field(description="Items the dataset holds, when known up front.")

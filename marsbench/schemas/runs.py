@@ -26,6 +26,10 @@ class RunCreate(StrictModel):
     max_k: int | None = Field(
         default=None, ge=1, description="Landform: ranking cut-off; None ranks everything."
     )
+    caption_key: str | None = Field(default=None, description="Paired: the caption field (refined_caption).")
+    top_lists: bool = Field(
+        default=False, description="Paired: keep each query's top-10 list as an artifact."
+    )
     landform: str | None = Field(default=None, description="Geo-localization: the landform to find.")
     query_mode: QueryMode | None = Field(default=None, description="Geo-localization: text, image or hybrid.")
     top_k: int = Field(default=20_000, ge=1, le=1_000_000, description="Geo: tiles retrieved (exact search).")
@@ -37,7 +41,12 @@ class RunCreate(StrictModel):
     def _task_fields(self) -> RunCreate:
         if self.task is TaskName.GEOLOCALIZATION and (self.landform is None or self.query_mode is None):
             raise ValueError("a geolocalization run needs 'landform' and 'query_mode'")
+        if self.caption_key is not None and self.task is not TaskName.PAIRED:
+            raise ValueError("'caption_key' applies to the paired task only")
         return self
+
+    def dataset_options(self) -> dict[str, str]:
+        return {"caption_key": self.caption_key} if self.caption_key else {}
 
 
 class RunRecord(BaseModel):
@@ -49,6 +58,7 @@ class RunRecord(BaseModel):
     model: str
     dataset_dir: str
     collection: str
+    caption_key: str | None = None
     landform: str | None = None
     query_mode: QueryMode | None = None
     variant: str = Field(description="Which metric variant produced `metrics` (e.g. 'parity').")
@@ -67,6 +77,7 @@ class RunRecord(BaseModel):
     settings: dict[str, object] = Field(default_factory=dict, description="Query settings and prompts.")
     counts: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    skipped: int | None = Field(default=None, description="Items skipped while indexing (see `indexing`).")
     indexing: dict[str, object] | None = Field(
         default=None, description="The indexing job behind the collection: id, skipped items."
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 from marsbench.tasks.base import IndexedTask
 from marsbench.tasks.geo import GEO
 from marsbench.tasks.landform import LANDFORM
+from marsbench.tasks.paired import PAIRED
 
-INDEXABLE: dict[str, IndexedTask] = {LANDFORM.name: LANDFORM, GEO.name: GEO}
+INDEXABLE: dict[str, IndexedTask] = {task.name: task for task in (LANDFORM, GEO, PAIRED)}
 
 __all__ = ["INDEXABLE", "IndexedTask"]

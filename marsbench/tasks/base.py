@@ -38,15 +38,23 @@ class ImageSource(Protocol):
 @dataclass(frozen=True)
 class IndexedTask:
     name: str
-    opener: Callable[[Path], ImageSource]
+    opener: Callable[..., ImageSource]
     payload_indexes: Mapping[str, PayloadIndex] = field(default_factory=dict)
     image_vector: str = "image"
     # Paired data also stores a text vector, embedded from this payload field.
     text_vector: str | None = None
     text_field: str | None = None
 
-    def open(self, dataset_dir: Path) -> ImageSource:
-        return self.opener(dataset_dir)
+    # Dataset options this task accepts (e.g. the paired task's caption key); they select a data
+    # variant, so they take part in the collection name through the source's fingerprint.
+    options: tuple[str, ...] = ()
+
+    def open(self, dataset_dir: Path, options: Mapping[str, str] | None = None) -> ImageSource:
+        given = {k: v for k, v in (options or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            raise ValueError(f"task {self.name!r} takes no option {', '.join(unknown)}")
+        return self.opener(dataset_dir, **given)
 
     def collection_name(self, model: str, source: ImageSource) -> str:
         """One collection per (task, model, data variant): the data's fingerprint names the variant."""

@@ -31,3 +31,10 @@ def test_demo_beats_chance_by_a_wide_margin(tmp_path: Path, capsys: pytest.Captu
         assert set(record["metrics"]) == {"f1", "precision", "recall", "k", "auprc"}
         assert (tmp_path / "demo-runs" / record["artifacts"]["map"]).stat().st_size > 10_000
     assert "Global geo-localization, marsbench-tiny" in out
+
+    [paired] = [json.loads(p.read_text()) for p in (tmp_path / "demo-runs").glob("paired-*.json")]
+    assert paired["caption_key"] == "refined_caption" and paired["skipped"] == 0
+    pairs = paired["counts"]["pairs"]
+    print(f"demo paired I2T R@10 {paired['metrics']['i2t_r10']:.4f} vs chance {10 / pairs:.4f}")
+    assert paired["metrics"]["i2t_r10"] > 3 * 10 / pairs and paired["metrics"]["t2i_r10"] > 3 * 10 / pairs
+    assert "Paired image-text retrieval, marsbench-tiny" in out

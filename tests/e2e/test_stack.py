@@ -136,3 +136,56 @@ def test_cli_reports_a_missing_checkpoint_as_an_error(
                  "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)])  # fmt: skip
     assert code == 2
     assert "checkpoint file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def paired_shards(tmp_path: Path) -> Path:
+    """Two WebDataset shards of 6 pairs, plus a sample without caption and one without image."""
+    import io
+    import tarfile
+
+    root = tmp_path / "paired"
+    root.mkdir()
+
+    def add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+
+    for shard in range(2):
+        with tarfile.open(root / f"{shard:06d}.tar", "w") as archive:
+            for i in range(3):
+                key = f"{shard:04d}{i:05d}"
+                add(archive, f"{key}.png", png_bytes(10 * shard + i, pattern=i))
+                caption = {"key": key, "refined_caption": f"pattern {i} in shard {shard}", "ori_caption": "x"}
+                add(archive, f"{key}.json", json.dumps(caption).encode())
+            if shard == 1:
+                add(archive, "000100099.png", png_bytes(99))  # no caption
+                add(archive, "000100098.json", json.dumps({"refined_caption": "no image"}).encode())
+    return root
+
+
+def test_run_paired_end_to_end_reports_skipped_samples(
+    stack: StackUrls, tiny_clip_ref: str, checkpoint: Path, paired_shards: Path, tmp_path: Path
+) -> None:
+    model = model_reference(tiny_clip_ref, checkpoint)
+    record, path = run_task(
+        stack, task=TaskName.PAIRED, dataset_dir=paired_shards, model=model, out_dir=tmp_path / "out",
+        caption_key="refined_caption",
+    )  # fmt: skip
+    saved = json.loads(path.read_text())
+    assert saved["task"] == "paired" and saved["model"] == model and saved["caption_key"] == "refined_caption"
+    assert set(saved["metrics"]) == {
+        "i2t_r1", "i2t_r10", "i2t_medr", "i2t_mrr", "t2i_r1", "t2i_r10", "t2i_medr", "t2i_mrr"
+    }  # fmt: skip
+    assert saved["counts"]["pairs"] == 6
+    assert saved["skipped"] == 2
+    assert sorted(item["key"] for item in saved["indexing"]["skipped_items"]) == ["000100098", "000100099"]
+    assert all(1 <= saved["metrics"][k] <= 6 for k in ("i2t_medr", "t2i_medr"))
+    assert saved["metrics"]["i2t_r10"] == 1.0  # 6 candidates: every partner is within the top 10
+    # another caption key is another data variant, so another collection
+    other, _ = run_task(
+        stack, task=TaskName.PAIRED, dataset_dir=paired_shards, model=model, out_dir=tmp_path / "out",
+        caption_key="ori_caption",
+    )  # fmt: skip
+    assert other.collection != record.collection and other.caption_key == "ori_caption"

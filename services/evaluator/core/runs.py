@@ -6,6 +6,7 @@ Each task has one function that evaluates and returns the task-specific fields o
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -19,6 +20,9 @@ from marsbench.evaluator.core.errors import InvalidRun, NotIndexed, RunNotFound
 from marsbench.evaluator.core.geo import ORDER_RULE, evaluate_geo
 from marsbench.evaluator.core.landform import TIE_RULE, evaluate_landform
 from marsbench.evaluator.core.maps import draw_geo_map
+from marsbench.evaluator.core.paired import TIE_RULE as PAIRED_TIE_RULE
+from marsbench.evaluator.core.paired import TOP_K as PAIRED_TOP_K
+from marsbench.evaluator.core.paired import evaluate_paired
 from marsbench.evaluator.core.ports import QueryEncoder
 from marsbench.files import write_text_atomic
 from marsbench.schemas.jobs import TaskName
@@ -27,6 +31,7 @@ from marsbench.store import CollectionNotFound, VectorStore
 from marsbench.tasks import INDEXABLE
 from marsbench.tasks.geo import DEFAULT_RADIUS_DEG
 from marsbench.tasks.landform import PROMPT_TEMPLATES
+from marsbench.tasks.paired import DEFAULT_CAPTION_KEY
 
 PARITY = "parity"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9T_-]+$")
@@ -44,6 +49,7 @@ class RunService:
         self._evaluators: dict[TaskName, Callable[[RunCreate, str, str], Fields]] = {
             TaskName.LANDFORM: self._landform,
             TaskName.GEOLOCALIZATION: self._geo,
+            TaskName.PAIRED: self._paired,
         }
 
     def collection_for(self, request: RunCreate) -> str:
@@ -52,8 +58,8 @@ class RunService:
         if not dataset_dir.is_dir():
             raise InvalidRun(f"dataset folder {dataset_dir} does not exist")
         try:
-            return task.collection_name(request.model, task.open(dataset_dir))
-        except DatasetError as exc:
+            return task.collection_name(request.model, task.open(dataset_dir, request.dataset_options()))
+        except (DatasetError, ValueError) as exc:
             raise InvalidRun(str(exc)) from exc
 
     def create(self, request: RunCreate) -> RunRecord:
@@ -97,6 +103,28 @@ class RunService:
             "chance": outcome.chance,
             "settings": {"templates": list(PROMPT_TEMPLATES), "max_k": request.max_k, "tie_rule": TIE_RULE},
             "counts": {"images": outcome.n_images, "classes": len(outcome.classes)},
+        }
+
+    def _paired(self, request: RunCreate, collection: str, run_id: str) -> Fields:
+        try:
+            outcome = evaluate_paired(self._store, collection=collection, with_top_lists=request.top_lists)
+        except ValueError as exc:
+            raise InvalidRun(str(exc)) from exc
+        metrics = outcome.metrics.as_dict()
+        artifacts = {}
+        if outcome.top_lists is not None:
+            artifacts["top_lists"] = f"{run_id}.top{PAIRED_TOP_K}.json"
+            write_text_atomic(self._dir / artifacts["top_lists"], json.dumps(outcome.top_lists))
+        return {
+            "caption_key": request.caption_key or DEFAULT_CAPTION_KEY,
+            "metrics": metrics,
+            "variants": {PARITY: metrics},
+            "artifacts": artifacts,
+            "settings": {
+                "tie_rule": PAIRED_TIE_RULE,
+                "similarity": "float32 inner product of L2-normalised vectors",
+            },
+            "counts": {"pairs": len(outcome.keys)},
         }
 
     def _geo(self, request: RunCreate, collection: str, run_id: str) -> Fields:

@@ -98,7 +98,7 @@ class JobManager:
 
     def submit(self, request: JobCreate) -> JobStatus:
         task = INDEXABLE[request.task.value]
-        source = _open_source(task, Path(request.dataset_dir))
+        source = _open_source(task, Path(request.dataset_dir), request.dataset_options())
         collection = task.collection_name(request.model, source)
         with self._lock:
             for job in self._jobs.values():
@@ -110,6 +110,7 @@ class JobManager:
                 task=request.task,
                 model=request.model,
                 dataset_dir=str(Path(request.dataset_dir).resolve()),
+                dataset_options=request.dataset_options(),
                 collection=collection,
                 state=JobState.QUEUED,
                 total=source.count(),
@@ -160,7 +161,7 @@ class JobManager:
             skips.add(item.key, item.reason)
         try:
             self._update(job_id, state=JobState.RUNNING, error=None)
-            source = _open_source(task, Path(job.dataset_dir))
+            source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
             dimension = self._model_dimension(job.model)
             self._store.ensure_collection(task.collection_spec(job.collection, dimension))
             progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
@@ -235,15 +236,15 @@ class JobManager:
             self._jobs[job.id] = job
 
 
-def _open_source(task: IndexedTask, dataset_dir: Path) -> ImageSource:
+def _open_source(task: IndexedTask, dataset_dir: Path, options: dict[str, str]) -> ImageSource:
     if not dataset_dir.is_dir():
         raise InvalidJob(
             f"dataset folder {dataset_dir} does not exist (give the task's published 'dataset/' folder)"
         )
     try:
-        source = task.open(dataset_dir)
+        source = task.open(dataset_dir, options)
         source.count()
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         raise InvalidJob(str(exc)) from exc
     return source
 

@@ -1,0 +1,58 @@
+"""Paired image-text retrieval evaluation: the rank of each pair's true partner, both ways."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from marsbench.evaluator.metrics.paired import PairedMetrics, paired_metrics
+from marsbench.store import VectorStore
+from marsbench.tasks.paired import PAIRED
+
+TOP_K = 10
+# Rows follow the sample keys' order (for img2dataset shards, the order the reader yields them);
+# a partner tied with other items ranks behind those with a smaller row index.
+TIE_RULE = "score descending; on an exact tie, the item earlier in sample-key order ranks first"
+_SEARCH_BATCH = 256
+
+
+@dataclass(frozen=True)
+class PairedOutcome:
+    metrics: PairedMetrics
+    keys: list[str]
+    top_lists: dict[str, dict[str, list[str]]] | None
+
+
+def load_pairs(store: VectorStore, collection: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every pair's key, image vector and text vector, in sample-key order."""
+    points = sorted(store.scroll(collection, with_vectors=True), key=lambda p: str(p.payload["key"]))
+    keys = [str(p.payload["key"]) for p in points]
+    if not points:
+        return keys, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    images = np.stack([p.vectors[PAIRED.image_vector] for p in points]).astype(np.float32)
+    texts = np.stack([p.vectors[PAIRED.text_vector or "text"] for p in points]).astype(np.float32)
+    return keys, images, texts
+
+
+def top_lists(
+    store: VectorStore, collection: str, keys: list[str], images: np.ndarray, texts: np.ndarray
+) -> dict[str, dict[str, list[str]]]:
+    """Each query's top 10 partners by key, from the store: images against captions and back."""
+    out: dict[str, dict[str, list[str]]] = {"i2t": {}, "t2i": {}}
+    for direction, queries, using in (("i2t", images, PAIRED.text_vector or "text"), ("t2i", texts, "image")):
+        for start in range(0, len(keys), _SEARCH_BATCH):
+            block = queries[start : start + _SEARCH_BATCH]
+            results = store.search_batch(collection, block, using=using, limit=TOP_K, exact=True)
+            for key, hits in zip(keys[start : start + _SEARCH_BATCH], results, strict=True):
+                out[direction][key] = [str(hit.payload["key"]) for hit in hits]
+    return out
+
+
+def evaluate_paired(store: VectorStore, *, collection: str, with_top_lists: bool) -> PairedOutcome:
+    keys, images, texts = load_pairs(store, collection)
+    if not keys:
+        raise ValueError(f"collection {collection!r} holds no pairs")
+    metrics = paired_metrics(images, texts)
+    lists = top_lists(store, collection, keys, images, texts) if with_top_lists else None
+    return PairedOutcome(metrics, keys, lists)
