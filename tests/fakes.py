@@ -27,8 +27,9 @@ class FakeEncoder:
     """Embeds images by hashing their bytes and texts by hashing the text; PIL-decodes images
     first and answers an undecodable one like the encoder does (422 naming its index)."""
 
-    def __init__(self, dim: int = DIM) -> None:
+    def __init__(self, dim: int = DIM, weights: str = "fake-weights-1") -> None:
         self.dim = dim
+        self.weights = weights
         self.image_calls = 0
         self.images_embedded = 0
 
@@ -41,6 +42,7 @@ class FakeEncoder:
             image_size=None,
             loaded=True,
             default_batch_size=8,
+            weights=self.weights,
         )
 
     def embed_images(

@@ -56,6 +56,7 @@ class JobStatus(BaseModel):
     rate: float | None = Field(default=None, description="Items per second over this job's run.")
     eta_s: float | None = None
     error: str | None = None
+    weights: str | None = Field(default=None, description="The encoder's identity of the weights used.")
     completed_units: list[str] = Field(
         default_factory=list, description="Shards (or folders) fully written; a resumed job skips them."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from marsbench.schemas.common import Modality
 
@@ -19,6 +19,9 @@ class ModelInfo(BaseModel):
     loaded: bool
     default_batch_size: int
     description: str = ""
+    weights: str | None = Field(
+        default=None, description="Identifies the loaded weights (files, sizes, mtimes); None until loaded."
+    )
 
 
 class ModelList(BaseModel):

@@ -127,8 +127,10 @@ def test_lazy_load_of_an_ad_hoc_checkpointed_model(
     ref = f"open_clip:local-dir:{tiny_clip_dir}@{ckpt}"
     body = client.post("/v1/embeddings", json={"model": ref, "input": "x"}).json()
     assert body["model"] == ref and len(body["data"][0]["embedding"]) == 16
-    listed = {m["id"] for m in client.get("/v1/models").json()["data"]}
+    listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert ref in listed
+    size = ckpt.stat().st_size
+    assert f"ft.pt:{size}:" in listed[ref]["weights"]  # the checkpoint's identity, for stale-index checks
 
 
 def test_checkpoint_missing_weights_is_refused(

@@ -80,3 +80,20 @@ def test_folder_without_a_known_layout_is_an_invalid_job(store: EmbeddedStore, t
 def test_unknown_job_id(store: EmbeddedStore, tmp_path: Path) -> None:
     with pytest.raises(JobNotFound):
         manager(store, tmp_path).get("nope")
+
+
+def test_changed_weights_behind_the_same_reference_trigger_a_full_reindex(
+    store: EmbeddedStore, tmp_path: Path, landform_folders: Path
+) -> None:
+    jobs = manager(store, tmp_path)
+    first = jobs.wait(jobs.submit(request(landform_folders)).id, 30)
+    same = FakeEncoder()
+    again = manager(store, tmp_path, same)
+    assert again.wait(again.submit(request(landform_folders)).id, 30).state is JobState.SUCCEEDED
+    assert same.images_embedded == 0  # same weights: the collection is reused as is
+    rewritten = FakeEncoder(weights="fake-weights-2")  # e.g. a checkpoint overwritten in place
+    third = manager(store, tmp_path, rewritten)
+    job = third.wait(third.submit(request(landform_folders)).id, 30)
+    assert job.state is JobState.SUCCEEDED and job.collection == first.collection
+    assert rewritten.images_embedded == 15  # every vector recomputed with the new weights
+    assert store.count(job.collection) == 15 and job.weights == "fake-weights-2"

@@ -23,7 +23,7 @@ from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_mode
 from marsbench.encoder.core.batcher import DynamicBatcher
 from marsbench.encoder.core.errors import UnsupportedModality
 from marsbench.encoder.core.images import decode_image
-from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model
+from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model, weights_stamp
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
 from marsbench.schemas.models import ModelInfo
@@ -37,6 +37,7 @@ class ServedModel:
     texts: DynamicBatcher[str]
     images: DynamicBatcher[torch.Tensor]
     last_used: float
+    weights: str
 
     def queued(self) -> int:
         return self.texts.stats().queued_items + self.images.stats().queued_items
@@ -96,12 +97,12 @@ class EncoderEngine:
     def list_models(self) -> list[ModelInfo]:
         listed = {name: self._info(spec) for name, spec in self._specs.items()}
         for name, served in self._served.items():
-            listed[name] = self._info(served.model.spec, served.model)
+            listed[name] = self._info(served.model.spec, served)
         return list(listed.values())
 
     async def describe(self, ref: str) -> ModelInfo:
         served = await self.model(ref)
-        return self._info(served.model.spec, served.model)
+        return self._info(served.model.spec, served)
 
     async def model(self, ref: str) -> ServedModel:
         """The served model for `ref`, loading it (once, off the event loop) if needed."""
@@ -120,6 +121,7 @@ class EncoderEngine:
     async def _load(self, spec: ModelSpec) -> ServedModel:
         log.info("loading model %s", spec.name)
         started = time.perf_counter()
+        weights = weights_stamp(spec)  # taken before loading: describes what is about to be read
         model = await asyncio.to_thread(load_model, spec, self._options)
         log.info("loaded %s (dim %d) in %.1f s", spec.name, model.dimension, time.perf_counter() - started)
         await self._evict_for_room()
@@ -135,6 +137,7 @@ class EncoderEngine:
             texts=DynamicBatcher(f"{spec.name}/text", model.embed_texts, **common),
             images=DynamicBatcher(f"{spec.name}/image", _stack_and_embed(model), **common),
             last_used=time.monotonic(),
+            weights=weights,
         )
         self._served[spec.name] = served
         return served
@@ -172,7 +175,8 @@ class EncoderEngine:
         limit = self.settings.max_image_pixels
         return [_preprocess(model, decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)]
 
-    def _info(self, spec: ModelSpec, model: EmbeddingModel | None = None) -> ModelInfo:
+    def _info(self, spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
+        model = served.model if served else None
         return ModelInfo(
             id=spec.name,
             family=spec.family,
@@ -182,6 +186,7 @@ class EncoderEngine:
             loaded=model is not None,
             default_batch_size=spec.default_batch_size,
             description=spec.description,
+            weights=served.weights if served else None,
         )
 
 

@@ -95,3 +95,24 @@ def resolve_model(ref: str, specs: dict[str, ModelSpec] | None = None) -> ModelS
     if ckpt_path is None:
         return spec
     return spec.model_copy(update={"name": f"{base}@{ckpt_path}", "checkpoint": ckpt_path})
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _file_stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def weights_stamp(spec: ModelSpec) -> str:
+    """What identifies the weights a spec loads, so that a rewritten checkpoint or model folder is
+    told apart from the one a collection was indexed with (names alone cannot)."""
+    parts = [spec.source, spec.pretrained or "", spec.revision or ""]
+    if spec.source.startswith("local-dir:"):
+        folder = Path(spec.source.removeprefix("local-dir:"))
+        if folder.is_dir():
+            parts += [_file_stamp(p) for p in sorted(folder.iterdir()) if p.suffix in _WEIGHT_SUFFIXES]
+    if spec.checkpoint is not None and spec.checkpoint.is_file():
+        parts.append(_file_stamp(spec.checkpoint))
+    return "|".join(parts)

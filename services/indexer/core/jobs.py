@@ -162,8 +162,11 @@ class JobManager:
         try:
             self._update(job_id, state=JobState.RUNNING, error=None)
             source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
-            dimension = self._model_dimension(job.model)
-            self._store.ensure_collection(task.collection_spec(job.collection, dimension))
+            info = self._embedder.model_info(job.model)
+            if info.dimension is None:
+                raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
+            job = self._forget_other_weights(job, info.weights)
+            self._store.ensure_collection(task.collection_spec(job.collection, info.dimension))
             progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
             pipeline = IndexPipeline(
                 self._store,
@@ -199,11 +202,22 @@ class JobManager:
             self._jobs[job_id] = job
         self._save(job)  # at once: a restart must not re-read a finished unit
 
-    def _model_dimension(self, model: str) -> int:
-        dimension = self._embedder.model_info(model).dimension
-        if dimension is None:
-            raise InvalidJob(f"the encoder reports no embedding dimension for {model!r}")
-        return dimension
+    def _forget_other_weights(self, job: JobStatus, weights: str | None) -> JobStatus:
+        """A collection is named after the model reference; if the weights behind that reference
+        changed (a checkpoint rewritten in place), its vectors are stale: drop them and start over."""
+        writers = [j for j in self.list() if j.collection == job.collection and j.weights]
+        previous = max(writers, key=lambda j: j.updated_at, default=None)
+        if weights and previous is not None and previous.weights != weights:
+            log.warning(
+                "weights of %s changed since job %s: re-indexing %s", job.model, previous.id, job.collection
+            )
+            self._store.delete_collection(job.collection)
+            note = f"re-indexed from scratch: the weights changed since job {previous.id}"
+            self._update(job.id, completed_units=[], error=None)
+            job = self.get(job.id)
+            log.info(note)
+        self._update(job.id, weights=weights)
+        return self.get(job.id)
 
     def _finish(
         self, job_id: str, skips: SkipLog, state: JobState, error: str | None, *, done: int | None = None
