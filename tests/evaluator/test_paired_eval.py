@@ -65,3 +65,28 @@ def test_top_lists_agree_with_the_ranks(filled) -> None:
             assert (key in lists[key]) == (rank <= 10)
             if rank <= 10:
                 assert lists[key].index(key) == rank - 1
+
+
+def test_exact_ties_are_bounded_and_counted(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    images = unit_rows(rng.normal(size=(12, 8)))
+    texts = unit_rows(images + rng.normal(scale=0.5, size=(12, 8)))
+    texts[3] = texts[4] = texts[5]  # duplicate captions embed to identical vectors
+    with EmbeddedStore(tmp_path / "q") as store:
+        store.ensure_collection(PAIRED.collection_spec("p", 8))
+        store.upsert(
+            "p",
+            [
+                Point(
+                    id=point_id(f"{i:03d}"),
+                    vectors={"image": images[i], "text": texts[i]},
+                    payload={"key": f"{i:03d}"},
+                )
+                for i in range(12)
+            ],
+        )
+        outcome = evaluate_paired(store, collection="p", with_top_lists=False)
+    best, worst = outcome.tie_bounds["ties_optimistic"], outcome.tie_bounds["ties_pessimistic"]
+    assert outcome.tied_partners() > 0
+    assert best.i2t.mrr >= outcome.metrics.i2t.mrr >= worst.i2t.mrr
+    assert best.i2t.mrr > worst.i2t.mrr  # the tie matters for image -> text

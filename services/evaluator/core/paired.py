@@ -20,8 +20,16 @@ _SEARCH_BATCH = 256
 @dataclass(frozen=True)
 class PairedOutcome:
     metrics: PairedMetrics
+    # The same metrics with every tie resolved for / against the partner: where they differ from
+    # `metrics`, exact score ties (e.g. duplicate captions) make the numbers order-dependent, and the
+    # reference's own order there depends on its data loader and numpy's CPU dispatch.
+    tie_bounds: dict[str, PairedMetrics]
     keys: list[str]
     top_lists: dict[str, dict[str, list[str]]] | None
+
+    def tied_partners(self) -> int:
+        best, worst = self.tie_bounds["ties_optimistic"], self.tie_bounds["ties_pessimistic"]
+        return int((best.i2t_ranks != worst.i2t_ranks).sum() + (best.t2i_ranks != worst.t2i_ranks).sum())
 
 
 def load_pairs(store: VectorStore, collection: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -54,5 +62,9 @@ def evaluate_paired(store: VectorStore, *, collection: str, with_top_lists: bool
     if not keys:
         raise ValueError(f"collection {collection!r} holds no pairs")
     metrics = paired_metrics(images, texts)
+    bounds = {
+        "ties_optimistic": paired_metrics(images, texts, ties="optimistic"),
+        "ties_pessimistic": paired_metrics(images, texts, ties="pessimistic"),
+    }
     lists = top_lists(store, collection, keys, images, texts) if with_top_lists else None
-    return PairedOutcome(metrics, keys, lists)
+    return PairedOutcome(metrics, bounds, keys, lists)

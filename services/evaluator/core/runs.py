@@ -115,10 +115,20 @@ class RunService:
         if outcome.top_lists is not None:
             artifacts["top_lists"] = f"{run_id}.top{PAIRED_TOP_K}.json"
             write_text_atomic(self._dir / artifacts["top_lists"], json.dumps(outcome.top_lists))
+        variants = {PARITY: metrics} | {name: m.as_dict() for name, m in outcome.tie_bounds.items()}
+        tied = outcome.tied_partners()
+        notes = []
+        if tied:
+            notes.append(
+                f"{tied} query partner(s) tie exactly with other items (e.g. duplicate captions); their "
+                "ranks depend on tie order, which the reference leaves to its loader's row order and numpy's "
+                "sort: compare with the reference within variants ties_optimistic..ties_pessimistic"
+            )
         return {
             "caption_key": request.caption_key or DEFAULT_CAPTION_KEY,
             "metrics": metrics,
-            "variants": {PARITY: metrics},
+            "variants": variants,
+            "notes": notes,
             "artifacts": artifacts,
             "settings": {
                 "tie_rule": PAIRED_TIE_RULE,
