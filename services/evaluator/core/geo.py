@@ -18,8 +18,9 @@ from marsbench.store import Hit, VectorStore
 from marsbench.tasks.geo import GEO, LOCATION_FIELD, geo_prompts, hybrid_query, image_query, text_query
 
 # The reference rounds similarities to 6 decimals and sorts them with an unstable sort, which in
-# practice keeps the search engine's order within a tie; a stable sort on rounded scores over the
-# engine's order reproduces that.
+# practice keeps faiss's order within a tie (raw score, then the later dataset position first).
+# We sort stably on rounded scores over Qdrant's order: identical whenever no tie group straddles a
+# grid k before full recall or at the best k (docs/parity.md measures when that happens).
 SCORE_DECIMALS = 6
 ORDER_RULE = f"score rounded to {SCORE_DECIMALS} decimals descending, search-engine order within ties"
 
