@@ -29,8 +29,8 @@ def test_job_indexes_the_dataset_and_reports_skips(
 ) -> None:
     jobs = manager(store, tmp_path)
     job = jobs.submit(request(landform_folders))
-    assert job.total == 16
     finished = jobs.wait(job.id, 30)
+    assert finished.total == 16
     assert finished.state is JobState.SUCCEEDED, finished.error
     assert (finished.done, finished.skipped) == (15, 1)
     assert finished.skipped_items[0].key == "crater/broken.png"

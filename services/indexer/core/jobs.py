@@ -113,7 +113,7 @@ class JobManager:
                 dataset_options=request.dataset_options(),
                 collection=collection,
                 state=JobState.QUEUED,
-                total=source.count(),
+                total=None,  # counted on the job's thread: 1.4M tiles take a minute of header reads
                 done=0,
                 skipped=0,
                 created_at=now,
@@ -162,6 +162,7 @@ class JobManager:
         try:
             self._update(job_id, state=JobState.RUNNING, error=None)
             source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
+            self._update(job_id, total=source.count())
             info = self._embedder.model_info(job.model)
             if info.dimension is None:
                 raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
@@ -256,8 +257,8 @@ def _open_source(task: IndexedTask, dataset_dir: Path, options: dict[str, str]) 
             f"dataset folder {dataset_dir} does not exist (give the task's published 'dataset/' folder)"
         )
     try:
+        # Opening checks the layout; counting (which reads every shard's headers) waits for the job.
         source = task.open(dataset_dir, options)
-        source.count()
     except (DatasetError, ValueError) as exc:
         raise InvalidJob(str(exc)) from exc
     return source
