@@ -7,12 +7,13 @@ set, services use that Qdrant server; otherwise the embedded engine under `MARSB
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from marsbench.store import VectorStore, open_store
+if TYPE_CHECKING:
+    from marsbench.store import VectorStore
 
 
 def split_list(value: object) -> object:
@@ -39,6 +40,8 @@ class StoreSettings(BaseSettings):
     )
 
     def open_store(self) -> VectorStore:
+        from marsbench.store import open_store  # the store's engine loads only where it is used
+
         return open_store(qdrant_url=self.qdrant_url, data_dir=self.data_dir, api_key=self.qdrant_api_key)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from marsbench.datasets.geo import GeoTileDataset
 from marsbench.store.base import PayloadIndex
 from marsbench.tasks.base import IndexedTask
-from marsbench.tasks.landform import PROMPT_TEMPLATES
+from marsbench.tasks.landform import PROMPT_TEMPLATES, normalize_rows
 
 LOCATION_FIELD = "location"
 DEFAULT_TOP_K = 20_000
@@ -35,22 +35,16 @@ def geo_prompts(landform: str) -> list[str]:
     return [template.format(geo_phrase(landform)) for template in PROMPT_TEMPLATES]
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, np.float32(1e-12))
-
-
 def text_query(prompt_vectors: np.ndarray) -> np.ndarray:
     """(n_templates, d) prompt embeddings to one normalised query."""
-    return _normalise(np.asarray(prompt_vectors, dtype=np.float32).mean(axis=0))
+    return normalize_rows(np.asarray(prompt_vectors, dtype=np.float32).mean(axis=0))
 
 
 def image_query(image_vectors: np.ndarray) -> np.ndarray:
     """(n_images, d) query-image embeddings to their normalised mean."""
     if len(image_vectors) == 0:
         raise ValueError("an image query needs at least one query image")
-    return _normalise(np.asarray(image_vectors, dtype=np.float32).mean(axis=0))
+    return normalize_rows(np.asarray(image_vectors, dtype=np.float32).mean(axis=0))
 
 
 def softmax(values: np.ndarray) -> np.ndarray:
@@ -70,8 +64,8 @@ def hybrid_query(
         raise ValueError("a hybrid query needs at least one query image")
     images = np.asarray(image_vectors, dtype=np.float32)
     weights = softmax((images @ text).astype(np.float32) / np.float32(temperature))
-    weighted = _normalise((weights[:, None] * images).sum(axis=0))
-    return _normalise(np.float32(mix_ratio) * weighted + np.float32(1 - mix_ratio) * text)
+    weighted = normalize_rows((weights[:, None] * images).sum(axis=0))
+    return normalize_rows(np.float32(mix_ratio) * weighted + np.float32(1 - mix_ratio) * text)
 
 
 GEO = IndexedTask(

@@ -30,8 +30,10 @@ def class_prompts(class_name: str, templates: tuple[str, ...] = PROMPT_TEMPLATES
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise along the last axis in float32 (the reference's torch arithmetic)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    return vectors / np.maximum(norms, np.float32(1e-12))
 
 
 def ensemble_query(prompt_vectors: np.ndarray) -> np.ndarray:

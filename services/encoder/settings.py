@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from marsbench.settings import split_list
+
 
 class EncoderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MARSBENCH_ENCODER_", extra="ignore")
@@ -41,6 +43,4 @@ class EncoderSettings(BaseSettings):
     @field_validator("preload", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_list(value)

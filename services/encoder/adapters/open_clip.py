@@ -16,7 +16,7 @@ from PIL import Image
 
 from marsbench.encoder.adapters.base import RuntimeOptions, autocast_for, normalized_rows
 from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.core.registry import WEIGHT_SUFFIXES, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,13 @@ class OpenClipModel:
             torch.cuda.empty_cache()
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
 def _check_weights_exist(spec: ModelSpec) -> None:
     """open_clip silently initialises random weights when a folder has none; refuse instead."""
     if spec.source.startswith("local-dir:"):
         folder = Path(spec.source.removeprefix("local-dir:"))
-        if not folder.is_dir() or not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+        if not folder.is_dir() or not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
             raise ModelLoadFailed(
-                f"model folder {folder} holds no weights file ({', '.join(_WEIGHT_SUFFIXES)})"
+                f"model folder {folder} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})"
             )
     elif spec.pretrained is None and spec.checkpoint is None and not spec.source.startswith("hf-hub:"):
         log.warning("model %s has no pretrained weights or checkpoint: serving random weights", spec.name)

@@ -97,7 +97,7 @@ def resolve_model(ref: str, specs: dict[str, ModelSpec] | None = None) -> ModelS
     return spec.model_copy(update={"name": f"{base}@{ckpt_path}", "checkpoint": ckpt_path})
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def _file_stamp(path: Path) -> str:
@@ -112,7 +112,7 @@ def weights_stamp(spec: ModelSpec) -> str:
     if spec.source.startswith("local-dir:"):
         folder = Path(spec.source.removeprefix("local-dir:"))
         if folder.is_dir():
-            parts += [_file_stamp(p) for p in sorted(folder.iterdir()) if p.suffix in _WEIGHT_SUFFIXES]
+            parts += [_file_stamp(p) for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
     if spec.checkpoint is not None and spec.checkpoint.is_file():
         parts.append(_file_stamp(spec.checkpoint))
     return "|".join(parts)

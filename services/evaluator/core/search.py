@@ -6,6 +6,7 @@ import numpy as np
 
 from marsbench.evaluator.core.errors import InvalidRun, NotIndexed
 from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.metrics.geo import MARS_RADIUS_KM
 from marsbench.schemas.datauri import decode_data_uri
 from marsbench.schemas.search import Region, SearchHit, SearchRequest, SearchResponse
 from marsbench.store import CollectionNotFound, GeoBox, GeoRadius, SearchFilter, VectorStore
@@ -14,9 +15,8 @@ from marsbench.tasks.geo import LOCATION_FIELD
 IMAGE_VECTOR = "image"
 
 
-# The Mars mean radius the geo metrics use; Qdrant's radius filter takes metres on its own sphere,
-# so a radius on Mars is converted to the same central angle on Earth.
-MARS_RADIUS_KM = 3396.19
+# Qdrant's radius filter takes metres on its own (Earth) sphere, so a radius on Mars is converted
+# to the same central angle on Earth.
 EARTH_RADIUS_M = 6_371_008.8
 
 
