@@ -27,17 +27,20 @@ class FakeEncoder:
     """Embeds images by hashing their bytes and texts by hashing the text; PIL-decodes images
     first and answers an undecodable one like the encoder does (422 naming its index)."""
 
-    def __init__(self, dim: int = DIM, weights: str = "fake-weights-1") -> None:
+    def __init__(
+        self, dim: int = DIM, weights: str = "fake-weights-1", modalities: Sequence[Modality] | None = None
+    ) -> None:
         self.dim = dim
         self.weights = weights
+        self.modalities = list(modalities or [Modality.IMAGE, Modality.TEXT])
         self.image_calls = 0
         self.images_embedded = 0
 
-    def model_info(self, model: str) -> ModelInfo:
+    def model_info(self, model: str, *, load: bool = True) -> ModelInfo:
         return ModelInfo(
             id=model,
             family="fake",
-            modalities=[Modality.IMAGE, Modality.TEXT],
+            modalities=self.modalities,
             dimension=self.dim,
             image_size=None,
             loaded=True,

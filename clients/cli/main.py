@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marsbench.cli.errors import CommandError
+from marsbench.cli.tables import models_table
 from marsbench.client import MarsbenchError
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import QueryMode
@@ -86,16 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
     _add_data_dir(run)
 
+    models = commands.add_parser(
+        "models",
+        help="Every registered model: modalities, source, pinned revision, status.",
+        description="Lists the models a running encoder serves (--encoder-url or MARSBENCH_ENCODER_URL), "
+        "or, without one, the registry this installation would serve (built-ins plus the files in "
+        "MARSBENCH_ENCODER_REGISTRY or --registry).",
+    )
+    models.add_argument("--encoder-url", dest="url", default=os.environ.get("MARSBENCH_ENCODER_URL"))
+    models.add_argument("--registry", action="append", default=[], help="Extra registry file (repeatable).")
+    models.add_argument("--json", action="store_true", help="One JSON object per line instead of a table.")
+
     for name, helptext in (
-        ("models", "Models the encoder serves."),
         ("jobs", "Indexing jobs."),
         ("collections", "Collections in the store."),
     ):
         listing = commands.add_parser(name, help=helptext)
-        flag = "--encoder-url" if name == "models" else "--indexer-url"
-        env = "MARSBENCH_ENCODER_URL" if name == "models" else "MARSBENCH_INDEXER_URL"
-        default = "http://127.0.0.1:8001" if name == "models" else "http://127.0.0.1:8002"
-        listing.add_argument(flag, dest="url", default=os.environ.get(env, default))
+        listing.add_argument(
+            "--indexer-url",
+            dest="url",
+            default=os.environ.get("MARSBENCH_INDEXER_URL", "http://127.0.0.1:8002"),
+        )
     return parser
 
 
@@ -224,16 +236,29 @@ def _run_geo(args: argparse.Namespace, urls: StackUrls, model: str, progress: Jo
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from marsbench.client import EncoderClient, IndexerClient
+def _cmd_models(args: argparse.Namespace) -> int:
+    if args.url:
+        from marsbench.client import EncoderClient
 
-    if args.command == "models":
         with EncoderClient(args.url) as encoder:
-            rows = [m.model_dump_json() for m in encoder.models()]
+            cards = encoder.models()
     else:
-        with IndexerClient(args.url) as indexer:
-            items = indexer.jobs() if args.command == "jobs" else indexer.collections()
-            rows = [item.model_dump_json() for item in items]
+        from marsbench.encoder.core.engine import model_card
+        from marsbench.encoder.core.registry import registered_specs
+        from marsbench.encoder.settings import EncoderSettings
+
+        files = [Path(p) for p in [*EncoderSettings().registry, *args.registry]]
+        cards = [model_card(spec) for spec in registered_specs(files).values()]
+    print("\n".join(card.model_dump_json() for card in cards) if args.json else models_table(cards))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from marsbench.client import IndexerClient
+
+    with IndexerClient(args.url) as indexer:
+        items = indexer.jobs() if args.command == "jobs" else indexer.collections()
+        rows = [item.model_dump_json() for item in items]
     print("\n".join(rows))
     return 0
 
@@ -243,7 +268,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "data": _cmd_data,
     "run": _cmd_run,
-    "models": _cmd_list,
+    "models": _cmd_models,
     "jobs": _cmd_list,
     "collections": _cmd_list,
 }

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from marsbench.cli.errors import CommandError
 from marsbench.cli.stack import LocalStack, StackUrls
-from marsbench.client import ApiError, EvaluatorClient, IndexerClient
+from marsbench.client import EncoderClient, EvaluatorClient, IndexerClient
 from marsbench.files import write_text_atomic
 from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
 from marsbench.schemas.runs import QueryMode, RunCreate, RunRecord
+from marsbench.tasks.modalities import missing_modalities, query_needs, refusal, servable_modes
 
 ProgressFn = Callable[[JobStatus], None]
 
@@ -147,25 +148,27 @@ def run_geolocalization(
     on_progress: ProgressFn | None = None,
     on_skip: Callable[[str], None] | None = None,
 ) -> list[SavedRun]:
-    """One index job, then one run per (landform, query mode). A mode the model cannot serve
-    (text for an image-only model) is skipped with a note when several modes were asked for."""
+    """One index job, then one run per (landform, query mode). Modes the model cannot serve (text
+    and hybrid for an image-only model) are left out up front and reported through `on_skip`."""
+    with EncoderClient(urls.encoder) as encoder:
+        offered = encoder.model_info(model, load=False).modalities
+    servable = servable_modes(offered, modes)
+    for mode in modes:
+        if mode not in servable and on_skip is not None:
+            missing = missing_modalities(query_needs(TaskName.GEOLOCALIZATION, mode), offered)
+            on_skip(f"{mode.value} queries: {refusal(model, TaskName.GEOLOCALIZATION, missing, mode)}")
+    if not servable:
+        return []
     job = index(
         urls, task=TaskName.GEOLOCALIZATION, dataset_dir=dataset_dir, model=model, on_progress=on_progress
     )
     saved: list[SavedRun] = []
     with EvaluatorClient(urls.evaluator) as evaluator:
         for landform in landforms:
-            for mode in modes:
+            for mode in servable:
                 request = RunCreate(
                     task=TaskName.GEOLOCALIZATION, model=model, dataset_dir=str(dataset_dir.resolve()),
                     landform=landform, query_mode=mode, **(options or {}),
                 )  # fmt: skip
-                try:
-                    record = evaluator.create_run(request)
-                except ApiError as exc:
-                    if len(modes) > 1 and exc.error == "UnsupportedModality" and on_skip is not None:
-                        on_skip(f"{landform} {mode}: {exc.message}")
-                        continue
-                    raise
-                saved.append(save_run(evaluator, record, job, out_dir))
+                saved.append(save_run(evaluator, evaluator.create_run(request), job, out_dir))
     return saved

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from marsbench.schemas.models import ModelInfo
 from marsbench.schemas.runs import RunRecord
 
 LANDFORM_COLUMNS = ("mAP", "r_precision", "ndcg@10", "hit@10")
@@ -71,3 +72,20 @@ def paired_table(record: RunRecord) -> str:
             ]
         )
     return render_table(["direction", "R@1", "R@10", "MedR", "MRR"], rows)
+
+
+def models_table(cards: Sequence[ModelInfo]) -> str:
+    """One row per model: what it embeds, where its weights come from, whether it is ready."""
+    rows = [
+        [
+            card.id,
+            "+".join(m.value for m in card.modalities),
+            card.family,
+            card.source or "",
+            (card.revision or "unpinned")[:12],
+            str(card.dimension or "?"),
+            card.status,
+        ]
+        for card in cards
+    ]
+    return render_table(["model", "embeds", "family", "source", "revision", "dim", "status"], rows)

@@ -21,9 +21,11 @@ class EncoderClient(BaseClient):
     def models(self) -> list[ModelInfo]:
         return ModelList.model_validate(self.request("GET", "/v1/models").json()).data
 
-    def model_info(self, model: str) -> ModelInfo:
-        """Loads the model on the encoder if needed; gives its dimension."""
-        return ModelInfo.model_validate(self.request("GET", f"/v1/models/{model}").json())
+    def model_info(self, model: str, *, load: bool = True) -> ModelInfo:
+        """The model's card. With `load` (default) the encoder loads the model if needed, so the
+        card carries its dimension; without, it answers from its registry (modalities, source)."""
+        params = None if load else {"load": "false"}
+        return ModelInfo.model_validate(self.request("GET", f"/v1/models/{model}", params=params).json())
 
     def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
         request = EmbeddingRequest(model=model, input=list(texts), modality=Modality.TEXT)

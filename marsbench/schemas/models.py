@@ -19,6 +19,14 @@ class ModelInfo(BaseModel):
     loaded: bool
     default_batch_size: int
     description: str = ""
+    source: str | None = Field(default=None, description="Hub repository, folder or open_clip architecture.")
+    revision: str | None = Field(default=None, description="Pinned hub revision.")
+    status: str = Field(
+        default="available", description="'loaded', 'available', or 'needs checkpoint' (see description)."
+    )
+    memory_gb: float | None = Field(
+        default=None, description="Weights memory: measured once loaded, else the registry's estimate."
+    )
     weights: str | None = Field(
         default=None, description="Identifies the loaded weights (files, sizes, mtimes); None until loaded."
     )

@@ -17,8 +17,20 @@ class EncoderSettings(BaseSettings):
         default_factory=list,
         description="Models loaded at start-up (comma-separated); /readyz answers 503 until they are.",
     )
+    registry: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Registry files (TOML, comma-separated) adding or completing models; docs/models.md.",
+    )
     max_loaded_models: int = Field(
         default=2, ge=1, description="How many models stay loaded; the least recently used idle one goes."
+    )
+    gpu_memory_budget_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="GiB of model weights kept on the GPU; default: 85% of the device's memory.",
+    )
+    cpu_memory_budget_gb: float | None = Field(
+        default=None, gt=0, description="GiB of model weights kept in CPU memory; default: no limit."
     )
     max_batch_size: int | None = Field(
         default=None, ge=1, description="Items per forward pass; default: each model's own batch size."
@@ -40,7 +52,7 @@ class EncoderSettings(BaseSettings):
     )
     cache_dir: str | None = Field(default=None, description="Where hub weights are cached.")
 
-    @field_validator("preload", mode="before")
+    @field_validator("preload", "registry", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)

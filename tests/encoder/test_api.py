@@ -145,3 +145,26 @@ def test_checkpoint_missing_weights_is_refused(
     )
     assert response.status_code == 503
     assert "lacks" in response.json()["message"]
+
+
+def test_models_lists_the_benchmark_encoders_with_their_facts(client: TestClient) -> None:
+    from tests.encoder.test_registry import BENCHMARK_MODELS
+
+    models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert BENCHMARK_MODELS | {"marsbench-tiny"} <= set(models)
+    aimv2 = models["aimv2-large-patch14-224-lit"]
+    assert aimv2["revision"] == "c2cd59a786c4c06f39d199c50d08cc2eab9f8605"
+    assert aimv2["source"] == "hf-hub:apple/aimv2-large-patch14-224-lit"
+    assert models["marscope"]["status"] == "needs checkpoint"
+
+
+def test_a_card_without_loading_answers_from_the_registry(client: TestClient) -> None:
+    card = client.get("/v1/models/dinov3-vitl16", params={"load": "false"}).json()
+    assert (card["modalities"], card["loaded"], card["status"], card["dimension"]) == (
+        ["image"],
+        False,
+        "available",
+        1024,
+    )
+    refused = client.post("/v1/embeddings", json={"model": "dinov3-vitl16", "input": ["a crater"]})
+    assert refused.status_code == 422 and "supports: image" in refused.json()["message"]

@@ -7,19 +7,19 @@ L2-normalised float32 rows, whatever precision the forward pass used.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.core.errors import ModelLoadFailed
+from marsbench.encoder.core.registry import ModelSpec, Precision
 from marsbench.schemas.common import Modality
-
-Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,70 @@ def autocast_for(device: torch.device, precision: Precision) -> AbstractContextM
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def precision_for(spec: ModelSpec, options: RuntimeOptions) -> Precision:
+    """The model's own GPU precision if its registry entry sets one, else the encoder's."""
+    return spec.precision or options.gpu_precision
+
+
+# transformers 5 builds a tokenizer holding only its special tokens when the vocabulary files are
+# missing, and such a tokenizer maps every word to <unk>: silently useless embeddings.
+MIN_VOCABULARY = 1000
+
+
+def check_vocabulary(size: int, model_vocab: int | None, *, what: str) -> None:
+    """Refuse a tokenizer whose vocabulary is implausibly small for its model."""
+    floor = MIN_VOCABULARY if model_vocab is None else min(MIN_VOCABULARY, model_vocab // 2)
+    if size < floor:
+        expected = f" (the model has {model_vocab} token embeddings)" if model_vocab else ""
+        raise ModelLoadFailed(
+            f"{what} has only {size} tokens{expected}: its vocabulary files (vocab.json + merges.txt, "
+            "tokenizer.json or spiece.model) are missing from the model folder or snapshot"
+        )
+
+
 def normalized_rows(features: torch.Tensor) -> np.ndarray:
     """L2-normalise in float32 and hand back a contiguous numpy array."""
     features = torch.nn.functional.normalize(features.float(), p=2, dim=-1)
     return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
 
 
+def module_bytes(module: torch.nn.Module) -> int:
+    """Memory held by a module's parameters and buffers, as loaded."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class TorchEmbedder:
+    """What every torch-backed adapter shares: its spec, device, precision, memory and release."""
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, options: RuntimeOptions) -> None:
+        self.spec = spec
+        self._model: torch.nn.Module | None = model
+        self._device = options.torch_device()
+        self._precision = precision_for(spec, options)
+        self.modalities = spec.modalities
+        self.memory_bytes = module_bytes(model)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        if self._model is None:
+            raise RuntimeError(f"model {self.spec.name!r} was closed")
+        return self._model
+
+    def autocast(self) -> AbstractContextManager[object]:
+        return autocast_for(self._device, self._precision)
+
+    def close(self) -> None:
+        self._model = None
+        gc.collect()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 class EmbeddingModel(Protocol):
     spec: ModelSpec
     dimension: int
+    memory_bytes: int
     modalities: frozenset[Modality]
     image_size: int | None
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import gc
+import json
 import logging
+import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,14 +15,15 @@ import open_clip
 import torch
 from PIL import Image
 
-from marsbench.encoder.adapters.base import RuntimeOptions, autocast_for, normalized_rows
+from marsbench.encoder.adapters.base import RuntimeOptions, TorchEmbedder, check_vocabulary, normalized_rows
+from marsbench.encoder.adapters.hub import hub_snapshot, model_folder
 from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import WEIGHT_SUFFIXES, ModelSpec
+from marsbench.encoder.core.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-class OpenClipModel:
+class OpenClipModel(TorchEmbedder):
     """Image and text towers of one open_clip model, in inference mode."""
 
     def __init__(
@@ -32,35 +34,32 @@ class OpenClipModel:
         tokenizer: Any,
         options: RuntimeOptions,
     ) -> None:
-        self.spec = spec
-        self._model = model
+        super().__init__(spec, model, options)
         self._preprocess = preprocess
         self._tokenizer = tokenizer
-        self._device = options.torch_device()
-        self._precision = options.gpu_precision
-        self.modalities = spec.modalities
         self.dimension = _embedding_dim(model)
         self.image_size = _image_size(model)
 
     @classmethod
     def load(cls, spec: ModelSpec, options: RuntimeOptions) -> OpenClipModel:
         device = options.torch_device()
-        _check_weights_exist(spec)
+        name, pretrained, preprocess_kwargs = _weights_source(spec, options)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.source,
-                pretrained=spec.pretrained,
+                name,
+                pretrained=pretrained,
                 device="cpu",
                 force_quick_gelu=spec.force_quick_gelu,
                 force_image_size=spec.image_size,
                 cache_dir=options.cache_dir,
+                **preprocess_kwargs,
             )
         except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
             raise ModelLoadFailed(f"cannot load open_clip model {spec.name!r}: {exc}") from exc
         if spec.checkpoint is not None:
             _load_checkpoint(model, spec.checkpoint, trust=options.trust_checkpoints)
         model.eval().to(device)
-        tokenizer = open_clip.get_tokenizer(spec.source, cache_dir=options.cache_dir)
+        tokenizer = _tokenizer(spec, name, options)
         return cls(spec, model, preprocess, tokenizer, options)
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
@@ -69,38 +68,98 @@ class OpenClipModel:
 
     @torch.inference_mode()
     def embed_images(self, pixels: torch.Tensor) -> np.ndarray:
-        with autocast_for(self._device, self._precision):
-            features = self._model.encode_image(pixels.to(self._device, non_blocking=True))
+        with self.autocast():
+            features = self.module.encode_image(pixels.to(self._device, non_blocking=True))
         return normalized_rows(features)
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         tokens = self._tokenizer(list(texts)).to(self._device)
-        with autocast_for(self._device, self._precision):
-            features = self._model.encode_text(tokens)
+        with self.autocast():
+            features = self.module.encode_text(tokens)
         return normalized_rows(features)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         tokens = self._tokenizer(list(texts))
         return int((tokens != 0).sum().item())
 
-    def close(self) -> None:
-        self._model = None
-        gc.collect()
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
+
+# Files an open_clip hub repository needs; safetensors first so one copy of the weights is fetched.
+_CONFIG_FILES = ["open_clip_config.json", "*.txt", "tokenizer*", "special_tokens_map.json", "spiece.model"]
+_HUB_PATTERNS = (
+    [*_CONFIG_FILES, "open_clip_model.safetensors"],
+    [*_CONFIG_FILES, "open_clip_pytorch_model.bin"],
+)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json")
 
 
-def _check_weights_exist(spec: ModelSpec) -> None:
-    """open_clip silently initialises random weights when a folder has none; refuse instead."""
-    if spec.source.startswith("local-dir:"):
-        folder = Path(spec.source.removeprefix("local-dir:"))
-        if not folder.is_dir() or not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
-            raise ModelLoadFailed(
-                f"model folder {folder} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})"
+def _weights_source(spec: ModelSpec, options: RuntimeOptions) -> tuple[str, str | None, dict[str, Any]]:
+    """(model name, pretrained, preprocessing overrides) for open_clip's factory.
+
+    Hub repositories and pretrained tags are fetched at the spec's pinned revision and handed to
+    open_clip as local files, so that what runs is exactly the pinned snapshot.
+    """
+    if spec.local_folder() is not None or spec.hub_repo() is not None:
+        folder = model_folder(spec, options, _HUB_PATTERNS)
+        return f"local-dir:{folder}", None, {}
+    if spec.pretrained is None:
+        if spec.checkpoint is None:
+            log.warning("model %s has no pretrained weights or checkpoint: serving random weights", spec.name)
+        return spec.source, None, {}
+    tag = open_clip.get_pretrained_cfg(spec.source, spec.pretrained)
+    if not tag or spec.revision is None or not tag.get("hf_hub"):
+        return spec.source, spec.pretrained, {}
+    repo, filename = os.path.split(tag["hf_hub"])
+    try:
+        path = open_clip.download_pretrained_from_hf(
+            repo, filename=filename or None, revision=spec.revision, cache_dir=options.cache_dir
+        )
+    except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
+        raise ModelLoadFailed(
+            f"model {spec.name!r}: cannot fetch {repo}@{spec.revision} (pretrained tag "
+            f"{spec.pretrained!r}): {exc}"
+        ) from exc
+    # A weights file carries no preprocessing: take the tag's, as open_clip would.
+    preprocess = {
+        "image_mean": tag.get("mean"),
+        "image_std": tag.get("std"),
+        "image_interpolation": tag.get("interpolation"),
+        "image_resize_mode": tag.get("resize_mode"),
+    }
+    return spec.source, str(path), {k: v for k, v in preprocess.items() if v is not None}
+
+
+def _tokenizer(spec: ModelSpec, name: str, options: RuntimeOptions) -> Any:
+    """open_clip's tokenizer for the model; a hub snapshot whose config names a tokenizer living in
+    another repository (timm's SigLIP repos do) gets that repository's files as well."""
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:"))
+        text_cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"].get("text_cfg", {})
+        hf_name = text_cfg.get("hf_tokenizer_name")
+        if hf_name and not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+            revision = spec.options.get("tokenizer_revision")
+            tok_folder = hub_snapshot(
+                hf_name,
+                str(revision) if revision else None,
+                options,
+                [["tokenizer*", "special_tokens_map.json", "spiece.model", "*.txt", "vocab*", "config.json"]],
+                what=f"tokenizer of {spec.name!r}",
+                require_weights=False,
             )
-    elif spec.pretrained is None and spec.checkpoint is None and not spec.source.startswith("hf-hub:"):
-        log.warning("model %s has no pretrained weights or checkpoint: serving random weights", spec.name)
+            tokenizer = open_clip.tokenizer.HFTokenizer(
+                str(tok_folder),
+                context_length=text_cfg.get("context_length", open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH),
+                tokenizer_mode=text_cfg.get("tokenizer_mode"),
+                **text_cfg.get("tokenizer_kwargs", {}),
+            )
+        else:
+            tokenizer = open_clip.get_tokenizer(name, cache_dir=options.cache_dir)
+    else:
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=options.cache_dir)
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is not None and hasattr(inner, "__len__"):
+        check_vocabulary(len(inner), None, what=f"tokenizer of {spec.name!r}")
+    return tokenizer
 
 
 def _load_checkpoint(model: Any, path: Path, *, trust: bool) -> None:

@@ -10,6 +10,7 @@ from marsbench.encoder.core.errors import (
     InvalidInput,
     InvalidModelRef,
     ModelLoadFailed,
+    ModelTooLarge,
     Overloaded,
     UnknownModel,
     UnsupportedModality,
@@ -22,6 +23,7 @@ STATUS: dict[type[EncoderError], int] = {
     UnsupportedModality: 422,
     InvalidInput: 422,
     ModelLoadFailed: 503,
+    ModelTooLarge: 507,
     Overloaded: 429,
 }
 

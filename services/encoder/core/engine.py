@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 
 from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_model
 from marsbench.encoder.core.batcher import DynamicBatcher
-from marsbench.encoder.core.errors import UnsupportedModality
+from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
 from marsbench.encoder.core.images import decode_image
 from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model, weights_stamp
 from marsbench.encoder.settings import EncoderSettings
@@ -29,6 +30,9 @@ from marsbench.schemas.common import Modality
 from marsbench.schemas.models import ModelInfo
 
 log = logging.getLogger(__name__)
+
+GIB = 1024**3
+DEFAULT_GPU_SHARE = 0.85
 
 
 @dataclass
@@ -38,6 +42,10 @@ class ServedModel:
     images: DynamicBatcher[torch.Tensor]
     last_used: float
     weights: str
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.model.memory_bytes
 
     def queued(self) -> int:
         return self.texts.stats().queued_items + self.images.stats().queued_items
@@ -59,7 +67,7 @@ class EncoderEngine:
             trust_checkpoints=self.settings.trust_checkpoints,
             cache_dir=self.settings.cache_dir,
         )
-        self._specs = registered_specs() if specs is None else specs
+        self._specs = registered_specs([Path(p) for p in self.settings.registry]) if specs is None else specs
         self._served: OrderedDict[str, ServedModel] = OrderedDict()
         self._load_locks: dict[str, asyncio.Lock] = {}
         # One forward at a time per device; decoding and resizing on their own threads.
@@ -100,7 +108,11 @@ class EncoderEngine:
             listed[name] = self._info(served.model.spec, served)
         return list(listed.values())
 
-    async def describe(self, ref: str) -> ModelInfo:
+    async def describe(self, ref: str, *, load: bool = True) -> ModelInfo:
+        """The model's card; `load=False` answers from the registry without loading it."""
+        if not load:
+            spec = self.resolve(ref)
+            return self._info(spec, self._served.get(spec.name))
         served = await self.model(ref)
         return self._info(served.model.spec, served)
 
@@ -119,12 +131,31 @@ class EncoderEngine:
         return served
 
     async def _load(self, spec: ModelSpec) -> ServedModel:
+        budget = self.memory_budget_bytes()
+        estimate = int(spec.memory_gb * GIB) if spec.memory_gb else 0
+        self._check_fits(spec.name, estimate, budget)
+        # Make room first: on a GPU the new model must not be loaded beside the ones it replaces.
+        await self._evict_for_room(estimate, budget)
         log.info("loading model %s", spec.name)
         started = time.perf_counter()
         weights = weights_stamp(spec)  # taken before loading: describes what is about to be read
         model = await asyncio.to_thread(load_model, spec, self._options)
-        log.info("loaded %s (dim %d) in %.1f s", spec.name, model.dimension, time.perf_counter() - started)
-        await self._evict_for_room()
+        try:
+            self._check_fits(spec.name, model.memory_bytes, budget)
+        except ModelTooLarge:
+            model.close()
+            raise
+        if spec.dimension is not None and spec.dimension != model.dimension:
+            log.warning("model %s: registry says dimension %d, loaded model gives %d", spec.name,
+                        spec.dimension, model.dimension)  # fmt: skip
+        log.info(
+            "loaded %s (dim %d, %.2f GiB) in %.1f s",
+            spec.name,
+            model.dimension,
+            model.memory_bytes / GIB,
+            time.perf_counter() - started,
+        )
+        await self._evict_for_room(model.memory_bytes, budget)
         batch = self.settings.max_batch_size or spec.default_batch_size
         common = {
             "executor": self._device_pool,
@@ -142,14 +173,48 @@ class EncoderEngine:
         self._served[spec.name] = served
         return served
 
-    async def _evict_for_room(self) -> None:
-        while len(self._served) >= self.settings.max_loaded_models:
+    def memory_budget_bytes(self) -> int | None:
+        """Bytes of weights the encoder keeps loaded on its device (None: no limit)."""
+        device = self._options.torch_device()
+        if device.type == "cuda":
+            if self.settings.gpu_memory_budget_gb is not None:
+                return int(self.settings.gpu_memory_budget_gb * GIB)
+            total = torch.cuda.get_device_properties(device).total_memory
+            return int(total * DEFAULT_GPU_SHARE)  # the rest: activations of the batches in flight
+        if self.settings.cpu_memory_budget_gb is not None:
+            return int(self.settings.cpu_memory_budget_gb * GIB)
+        return None
+
+    def _check_fits(self, name: str, need: int, budget: int | None) -> None:
+        if budget is not None and need > budget:
+            setting = "MARSBENCH_ENCODER_" + (
+                "GPU_MEMORY_BUDGET_GB"
+                if self._options.torch_device().type == "cuda"
+                else "CPU_MEMORY_BUDGET_GB"
+            )
+            raise ModelTooLarge(name, need / GIB, budget / GIB, setting)
+
+    def loaded_bytes(self) -> int:
+        return sum(served.memory_bytes for served in self._served.values())
+
+    async def _evict_for_room(self, need: int, budget: int | None) -> None:
+        """Unload least recently used idle models until one more model of `need` bytes fits both
+        the model count and the memory budget."""
+
+        def crowded() -> bool:
+            over_count = len(self._served) >= self.settings.max_loaded_models
+            over_memory = budget is not None and self.loaded_bytes() + need > budget
+            return over_count or over_memory
+
+        while self._served and crowded():
             idle = [name for name, served in self._served.items() if served.queued() == 0]
             if not idle:
                 log.warning("model budget exceeded: every loaded model has queued work")
                 return
             victim = self._served.pop(idle[0])  # least recently used first (OrderedDict order)
-            log.info("unloading %s to stay within %d models", idle[0], self.settings.max_loaded_models)
+            log.info(
+                "unloading %s to make room (%d models, budget %s bytes)", idle[0], len(self._served), budget
+            )
             await victim.close()
 
     # -- embeddings ---------------------------------------------------------------------------
@@ -176,18 +241,28 @@ class EncoderEngine:
         return [_preprocess(model, decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)]
 
     def _info(self, spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
-        model = served.model if served else None
-        return ModelInfo(
-            id=spec.name,
-            family=spec.family,
-            modalities=sorted(spec.modalities),
-            dimension=model.dimension if model else spec.dimension,
-            image_size=model.image_size if model else spec.image_size,
-            loaded=model is not None,
-            default_batch_size=spec.default_batch_size,
-            description=spec.description,
-            weights=served.weights if served else None,
-        )
+        return model_card(spec, served)
+
+
+def model_card(spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
+    """What the encoder says about a model: the registry's facts, and once loaded, measured ones."""
+    model = served.model if served else None
+    memory = model.memory_bytes / GIB if model else spec.memory_gb
+    return ModelInfo(
+        id=spec.name,
+        family=spec.family,
+        modalities=sorted(spec.modalities),
+        dimension=model.dimension if model else spec.dimension,
+        image_size=model.image_size if model else spec.image_size,
+        loaded=model is not None,
+        default_batch_size=spec.default_batch_size,
+        description=spec.description,
+        source=f"{spec.source}:{spec.pretrained}" if spec.pretrained else spec.source,
+        revision=spec.revision,
+        status="loaded" if model else spec.status(),
+        memory_gb=round(memory, 3) if memory is not None else None,
+        weights=served.weights if served else None,
+    )
 
 
 def _preprocess(model: EmbeddingModel, image: Image.Image) -> torch.Tensor:

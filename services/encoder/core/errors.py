@@ -6,6 +6,7 @@ EncoderError
 ├── UnsupportedModality   422  e.g. text asked of an image-only model
 ├── InvalidInput          422  an undecodable image or bad input, naming the item's index
 ├── ModelLoadFailed       503  weights missing or unreadable (the message says which file)
+├── ModelTooLarge         507  the model cannot fit the encoder's memory budget
 └── Overloaded            429  the model's queue is full; retry later
 """
 
@@ -43,6 +44,14 @@ class InvalidInput(EncoderError):
 
 class ModelLoadFailed(EncoderError):
     pass
+
+
+class ModelTooLarge(EncoderError):
+    def __init__(self, model: str, need_gb: float, budget_gb: float, setting: str) -> None:
+        super().__init__(
+            f"model {model!r} needs about {need_gb:.2f} GiB but the encoder's memory budget is "
+            f"{budget_gb:.2f} GiB; raise {setting} or serve it on a larger device"
+        )
 
 
 class Overloaded(EncoderError):

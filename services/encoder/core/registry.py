@@ -1,5 +1,9 @@
 """The model registry: every model is a typed spec; models differ by spec, not by code.
 
+Specs come from registry files in TOML: the built-in `models.toml` beside this package, then any
+files named by `MARSBENCH_ENCODER_REGISTRY` (docs/models.md shows the format). A user file may add
+models or complete built-in ones (e.g. give `marscope` its checkpoint).
+
 A model reference is either a registered name (`marsbench-tiny`) or an ad hoc open_clip form,
 `open_clip:<arch>` or `open_clip:<arch>:<pretrained>` (e.g. `open_clip:ViT-B-32:laion2b_s34b_b79k`,
 `open_clip:hf-hub:timm/ViT-L-16-SigLIP-384`). Either may end in `@<checkpoint file>`: a local
@@ -9,18 +13,26 @@ prefixes allowed), which is how fine-tuned models such as MarScope are distribut
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
 from marsbench.schemas.common import Modality
 
 OPEN_CLIP_PREFIX = "open_clip:"
+HUB_SCHEME = "hf-hub:"
+LOCAL_SCHEME = "local-dir:"
 # open_clip's own schemes take the whole remainder as the model name (pretrained is implied).
-_OPEN_CLIP_SCHEMES = ("hf-hub:", "local-dir:")
+_OPEN_CLIP_SCHEMES = (HUB_SCHEME, LOCAL_SCHEME)
 BOTH = frozenset({Modality.IMAGE, Modality.TEXT})
+BUILTIN_REGISTRY = "models.toml"
+
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class ModelSpec(BaseModel):
@@ -31,18 +43,50 @@ class ModelSpec(BaseModel):
     name: str = Field(description="Registered name or canonical ad hoc reference.")
     family: str = Field(description="Adapter family that loads it (see marsbench.encoder.adapters).")
     source: str = Field(
-        description="open_clip: architecture name, or 'hf-hub:<repo>' / 'local-dir:<folder>'; "
-        "hub families: the hub repository id."
+        description="'hf-hub:<repo id>' or 'local-dir:<folder>'; open_clip also takes a built-in "
+        "architecture name (then `pretrained` names its weights)."
     )
     pretrained: str | None = Field(default=None, description="open_clip pretrained tag.")
     revision: str | None = Field(default=None, description="Pinned hub revision (commit hash).")
     checkpoint: Path | None = Field(default=None, description="Local weights file loaded last.")
+    requires_checkpoint: bool = Field(
+        default=False, description="The model is only defined by a checkpoint file the user supplies."
+    )
     modalities: frozenset[Modality] = BOTH
-    dimension: int | None = Field(default=None, description="Embedding size; None until loaded.")
-    image_size: int | None = Field(default=None, description="Forced input size in pixels.")
+    dimension: int | None = Field(default=None, description="Embedding size (checked when loaded).")
+    image_size: int | None = Field(default=None, description="Forced input size in pixels (open_clip).")
     force_quick_gelu: bool = False
-    default_batch_size: int = 32
+    precision: Precision | None = Field(
+        default=None, description="GPU precision for this model; None: the encoder's setting."
+    )
+    default_batch_size: int = Field(default=32, ge=1)
+    memory_gb: float | None = Field(
+        default=None, gt=0, description="Approximate weights memory in fp32 (GiB), for the memory budget."
+    )
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Family-specific options (e.g. pooling)."
+    )
     description: str = ""
+    facts: str = Field(default="", description="Where the model's settings come from.")
+
+    @field_validator("revision")
+    @classmethod
+    def _full_hash(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("revision is empty")
+        return value
+
+    def hub_repo(self) -> str | None:
+        return self.source.removeprefix(HUB_SCHEME) if self.source.startswith(HUB_SCHEME) else None
+
+    def local_folder(self) -> Path | None:
+        return Path(self.source.removeprefix(LOCAL_SCHEME)) if self.source.startswith(LOCAL_SCHEME) else None
+
+    def status(self) -> str:
+        """'needs checkpoint' until a required checkpoint is named, else 'available'."""
+        if self.requires_checkpoint and self.checkpoint is None:
+            return "needs checkpoint"
+        return "available"
 
 
 def assets_dir() -> Path:
@@ -50,21 +94,82 @@ def assets_dir() -> Path:
     return Path(str(resources.files("marsbench") / "assets"))
 
 
-def _tiny_spec() -> ModelSpec:
-    return ModelSpec(
-        name="marsbench-tiny",
-        family="open_clip",
-        source=f"local-dir:{assets_dir() / 'marsbench-tiny'}",
-        modalities=BOTH,
-        default_batch_size=64,
-        description="Tiny CLIP trained by the project on its synthetic Mars data (docs/marsbench-tiny.md).",
-    )
+class RegistryError(InvalidModelRef):
+    """A registry file that cannot be used; the message names the file and the entry."""
 
 
-def registered_specs() -> dict[str, ModelSpec]:
-    """Every registered model by name."""
-    specs = [_tiny_spec()]
-    return {spec.name: spec for spec in specs}
+def _expand(value: str, base: Path) -> str:
+    """`{assets}` names the shipped weights; relative local folders are relative to the file."""
+    value = value.replace("{assets}", str(assets_dir()))
+    if value.startswith(LOCAL_SCHEME):
+        folder = Path(value.removeprefix(LOCAL_SCHEME)).expanduser()
+        return LOCAL_SCHEME + str(folder if folder.is_absolute() else (base / folder).resolve())
+    return value
+
+
+def _entry_fields(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    fields = dict(raw)
+    if isinstance(fields.get("source"), str):
+        fields["source"] = _expand(fields["source"], base)
+    if isinstance(fields.get("checkpoint"), str):
+        path = Path(_expand(fields["checkpoint"], base)).expanduser()
+        fields["checkpoint"] = path if path.is_absolute() else (base / path).resolve()
+    return fields
+
+
+def parse_registry(
+    text: str, *, origin: str, base: Path, known: dict[str, ModelSpec]
+) -> dict[str, ModelSpec]:
+    """Specs from one registry file's text, merged over `known` (entries naming a known model
+    update only the fields they set)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"registry file {origin}: not valid TOML: {exc}") from exc
+    unknown_tables = set(document) - {"models"}
+    if unknown_tables:
+        raise RegistryError(
+            f"registry file {origin}: unknown top-level key(s) {sorted(unknown_tables)}; "
+            "entries go under [models.<name>]"
+        )
+    specs = dict(known)
+    for name, raw in document.get("models", {}).items():
+        if not isinstance(raw, dict):
+            raise RegistryError(f"registry file {origin}: [models.{name}] must be a table")
+        fields = _entry_fields(raw, base)
+        try:
+            if name in specs:
+                merged = specs[name].model_dump() | fields
+                specs[name] = ModelSpec.model_validate(merged | {"name": name})
+            else:
+                specs[name] = ModelSpec.model_validate(fields | {"name": name})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}" for err in exc.errors()
+            )
+            raise RegistryError(f"registry file {origin}, [models.{name}]: {problems}") from None
+    return specs
+
+
+def load_registry_files(paths: Iterable[Path], known: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    specs = dict(known)
+    for path in paths:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise RegistryError(f"registry file {path} does not exist (MARSBENCH_ENCODER_REGISTRY)")
+        specs = parse_registry(path.read_text(), origin=str(path), base=path.parent.resolve(), known=specs)
+    return specs
+
+
+def builtin_specs() -> dict[str, ModelSpec]:
+    """The models marsbench knows out of the box (services/encoder/models.toml)."""
+    text = (resources.files("marsbench.encoder") / BUILTIN_REGISTRY).read_text()
+    return parse_registry(text, origin=BUILTIN_REGISTRY, base=assets_dir(), known={})
+
+
+def registered_specs(extra_files: Iterable[Path] = ()) -> dict[str, ModelSpec]:
+    """Every registered model by name: built-ins, then the user's registry files in order."""
+    return load_registry_files(extra_files, builtin_specs())
 
 
 def _parse_open_clip(body: str, full_ref: str) -> tuple[str, str | None]:
@@ -109,10 +214,9 @@ def weights_stamp(spec: ModelSpec) -> str:
     """What identifies the weights a spec loads, so that a rewritten checkpoint or model folder is
     told apart from the one a collection was indexed with (names alone cannot)."""
     parts = [spec.source, spec.pretrained or "", spec.revision or ""]
-    if spec.source.startswith("local-dir:"):
-        folder = Path(spec.source.removeprefix("local-dir:"))
-        if folder.is_dir():
-            parts += [_file_stamp(p) for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
+    folder = spec.local_folder()
+    if folder is not None and folder.is_dir():
+        parts += [_file_stamp(p) for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
     if spec.checkpoint is not None and spec.checkpoint.is_file():
         parts.append(_file_stamp(spec.checkpoint))
     return "|".join(parts)

@@ -7,8 +7,12 @@ from typing import Protocol
 
 import numpy as np
 
+from marsbench.schemas.models import ModelInfo
+
 
 class QueryEncoder(Protocol):
+    def model_info(self, model: str, *, load: bool = True) -> ModelInfo: ...
+
     def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray: ...
 
     def embed_images(

@@ -31,6 +31,7 @@ from marsbench.store import CollectionNotFound, VectorStore
 from marsbench.tasks import INDEXABLE
 from marsbench.tasks.geo import DEFAULT_RADIUS_DEG
 from marsbench.tasks.landform import PROMPT_TEMPLATES
+from marsbench.tasks.modalities import missing_modalities, query_needs, refusal
 from marsbench.tasks.paired import DEFAULT_CAPTION_KEY
 
 PARITY = "parity"
@@ -63,6 +64,7 @@ class RunService:
             raise InvalidRun(str(exc)) from exc
 
     def create(self, request: RunCreate) -> RunRecord:
+        self._check_modalities(request)
         collection = self.collection_for(request)
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         started = time.perf_counter()
@@ -86,6 +88,13 @@ class RunService:
         )
         write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
         return record
+
+    def _check_modalities(self, request: RunCreate) -> None:
+        """Refuse a run whose queries the model cannot embed (text for an image-only model)."""
+        offered = self._encoder.model_info(request.model, load=False).modalities
+        missing = missing_modalities(query_needs(request.task, request.query_mode), offered)
+        if missing:
+            raise InvalidRun(refusal(request.model, request.task, missing, request.query_mode))
 
     # -- tasks ------------------------------------------------------------------------------
 

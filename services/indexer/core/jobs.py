@@ -28,6 +28,7 @@ from marsbench.schemas.models import ModelInfo
 from marsbench.store import VectorStore
 from marsbench.tasks import INDEXABLE, IndexedTask
 from marsbench.tasks.base import ImageSource
+from marsbench.tasks.modalities import indexing_needs, missing_modalities, refusal
 
 log = logging.getLogger(__name__)
 _ACTIVE = {JobState.QUEUED, JobState.RUNNING}
@@ -164,6 +165,9 @@ class JobManager:
             source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
             self._update(job_id, total=source.count())
             info = self._embedder.model_info(job.model)
+            missing = missing_modalities(indexing_needs(job.task), info.modalities)
+            if missing:
+                raise InvalidJob(refusal(job.model, job.task, missing))
             if info.dimension is None:
                 raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
             job = self._forget_other_weights(job, info.weights)

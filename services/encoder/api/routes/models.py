@@ -16,6 +16,7 @@ async def list_models(engine: EngineDep) -> ModelList:
 
 
 @router.get("/{ref:path}")
-async def describe_model(ref: str, engine: EngineDep) -> ModelInfo:
-    """Load the model if needed and report its dimension and input size."""
-    return await engine.describe(ref)
+async def describe_model(ref: str, engine: EngineDep, load: bool = True) -> ModelInfo:
+    """Load the model if needed and report its dimension and input size; with `load=false`,
+    answer from the registry (modalities, source) without loading anything."""
+    return await engine.describe(ref, load=load)

@@ -1,0 +1,84 @@
+"""Several models in one encoder: lazy loading, and least-recently-used eviction under a memory budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marsbench.encoder.core.engine import GIB, EncoderEngine
+from marsbench.encoder.core.errors import ModelTooLarge
+from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.settings import EncoderSettings
+from tests.conftest import write_random_open_clip
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelSpec]:
+    root = tmp_path_factory.mktemp("budget")
+    return {
+        name: ModelSpec(
+            name=name, family="open_clip", source=f"local-dir:{write_random_open_clip(root / name, seed)}"
+        )
+        for seed, name in enumerate(("a", "b", "c"))
+    }
+
+
+def loaded(engine: EncoderEngine) -> list[str]:
+    return [m.id for m in engine.list_models() if m.loaded]
+
+
+async def test_models_load_lazily_and_the_least_recently_used_goes_first(
+    three_models: dict[str, ModelSpec],
+) -> None:
+    async with EncoderEngine(EncoderSettings(device="cpu"), specs=three_models) as engine:
+        one = (await engine.model("a")).memory_bytes
+        assert loaded(engine) == ["a"]
+        # Room for two models by memory (the count limit is set high so that memory decides).
+        engine.settings.max_loaded_models = 10
+        engine.settings.cpu_memory_budget_gb = 2.5 * one / GIB
+        await engine.model("b")
+        await engine.model("a")  # a is now more recently used than b
+        await engine.model("c")
+        assert sorted(loaded(engine)) == ["a", "c"]
+        assert engine.loaded_bytes() <= engine.memory_budget_bytes()
+        vectors, _ = await engine.embed_texts("b", ["a crater"])  # b comes back on demand
+        assert vectors.shape[0] == 1 and sorted(loaded(engine)) == ["b", "c"]
+
+
+async def test_the_model_count_limit_also_evicts(three_models: dict[str, ModelSpec]) -> None:
+    async with EncoderEngine(
+        EncoderSettings(device="cpu", max_loaded_models=1), specs=three_models
+    ) as engine:
+        for name in ("a", "b", "c"):
+            await engine.model(name)
+            assert loaded(engine) == [name]
+
+
+async def test_a_model_larger_than_the_budget_is_refused_clearly(three_models: dict[str, ModelSpec]) -> None:
+    settings = EncoderSettings(device="cpu", cpu_memory_budget_gb=0.0001)
+    async with EncoderEngine(settings, specs=three_models) as engine:
+        with pytest.raises(ModelTooLarge, match="MARSBENCH_ENCODER_CPU_MEMORY_BUDGET_GB"):
+            await engine.model("a")
+        assert loaded(engine) == []
+
+
+async def test_the_registry_estimate_refuses_before_loading(
+    three_models: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    """A 30 GiB model on a 1 GiB budget is refused from its registry entry, without reading weights."""
+    specs = {"huge": three_models["a"].model_copy(update={"name": "huge", "memory_gb": 30.0,
+                                                          "source": f"local-dir:{tmp_path}"})}  # fmt: skip
+    async with EncoderEngine(EncoderSettings(device="cpu", cpu_memory_budget_gb=1), specs=specs) as engine:
+        with pytest.raises(ModelTooLarge, match=r"30\.00 GiB"):
+            await engine.model("huge")
+
+
+async def test_model_cards_report_memory_and_status(three_models: dict[str, ModelSpec]) -> None:
+    async with EncoderEngine(EncoderSettings(device="cpu"), specs=three_models) as engine:
+        card = await engine.describe("a", load=False)
+        assert (card.loaded, card.status, card.memory_gb) == (False, "available", None)
+        card = await engine.describe("a")
+        assert card.loaded and card.status == "loaded" and card.memory_gb and card.memory_gb > 0
