@@ -34,6 +34,7 @@ class FakeEncoder:
         self.weights = weights
         self.modalities = list(modalities or [Modality.IMAGE, Modality.TEXT])
         self.image_calls = 0
+        self.text_calls: list[tuple[list[str], str | None]] = []
         self.images_embedded = 0
 
     def model_info(self, model: str, *, load: bool = True) -> ModelInfo:
@@ -63,5 +64,15 @@ class FakeEncoder:
         self.images_embedded += len(images)
         return np.stack([unit_vector(data, self.dim) for data in images])
 
-    def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
-        return np.stack([unit_vector(text, self.dim) for text in texts])
+    def embed_texts(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        prompt_name: str | None = None,
+    ) -> np.ndarray:
+        self.text_calls.append((list(texts), instruction))
+        return np.stack(
+            [unit_vector(f"{instruction}|{text}" if instruction else text, self.dim) for text in texts]
+        )

@@ -27,15 +27,36 @@ class EncoderClient(BaseClient):
         params = None if load else {"load": "false"}
         return ModelInfo.model_validate(self.request("GET", f"/v1/models/{model}", params=params).json())
 
-    def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray:
-        request = EmbeddingRequest(model=model, input=list(texts), modality=Modality.TEXT)
+    def embed_texts(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        prompt_name: str | None = None,
+    ) -> np.ndarray:
+        """Texts to (N, D) float32; `instruction` / `prompt_name` for models that have them
+        (None: the model's default)."""
+        request = EmbeddingRequest(
+            model=model,
+            input=list(texts),
+            modality=Modality.TEXT,
+            instruction=instruction,
+            prompt_name=prompt_name,
+        )
         response = self.request("POST", "/v1/embeddings", json=request.model_dump(mode="json"))
         body = EmbeddingResponse.model_validate(response.json())
         rows = sorted(body.data, key=lambda item: item.index)
         return np.asarray([row.embedding for row in rows], dtype=np.float32)
 
     def embed_images(
-        self, model: str, images: Sequence[bytes], names: Sequence[str] | None = None
+        self,
+        model: str,
+        images: Sequence[bytes],
+        names: Sequence[str] | None = None,
+        *,
+        instruction: str | None = None,
+        prompt_name: str | None = None,
     ) -> np.ndarray:
         """Bulk binary path: encoded image files in, (N, D) float32 out."""
         names = names or [f"{i}" for i in range(len(images))]
@@ -43,7 +64,9 @@ class EncoderClient(BaseClient):
             ("images", (name, data, "application/octet-stream"))
             for name, data in zip(names, images, strict=True)
         ]
-        response = self.request("POST", "/v1/embeddings/images", data={"model": model}, files=files)
+        form = {"model": model, "instruction": instruction, "prompt_name": prompt_name}
+        data = {key: value for key, value in form.items() if value is not None}
+        response = self.request("POST", "/v1/embeddings/images", data=data, files=files)
         rows = int(response.headers[BINARY_ROWS_HEADER])
         dim = int(response.headers[BINARY_DIM_HEADER])
         return np.frombuffer(response.content, dtype="<f4").reshape(rows, dim)

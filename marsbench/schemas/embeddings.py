@@ -25,6 +25,17 @@ class EmbeddingRequest(StrictModel):
     input: str | list[str] = Field(description="Texts, or images as base64 data URIs.")
     modality: Modality = Modality.TEXT
     encoding_format: Literal["float", "base64"] = "float"
+    instruction: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Instruction for models that take one (e.g. GME, Qwen3-VL-Embedding); default: the "
+        "model's own (GET /v1/models/{id} lists it). Refused (422) by models without instructions.",
+    )
+    prompt_name: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Named prompt for models that define them (jina-embeddings-v4: 'query', 'passage').",
+    )
     user: str | None = None
 
     @field_validator("input")

@@ -27,6 +27,12 @@ class ModelInfo(BaseModel):
     memory_gb: float | None = Field(
         default=None, description="Weights memory: measured once loaded, else the registry's estimate."
     )
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description="The prompts and instructions the model applies by default (MLLM embedders).",
+    )
+    prompt_names: list[str] = Field(default_factory=list, description="Accepted `prompt_name` values.")
+    accepts_instruction: bool = Field(default=False, description="Whether requests may set `instruction`.")
     weights: str | None = Field(
         default=None, description="Identifies the loaded weights (files, sizes, mtimes); None until loaded."
     )

@@ -36,6 +36,12 @@ class RunCreate(StrictModel):
     radius_deg: float = Field(default=0.5, gt=0, le=10, description="Geo: hit radius in degrees.")
     mix_ratio: float = Field(default=0.3, ge=0, le=1, description="Geo hybrid: weight of the image part.")
     temperature: float = Field(default=0.1, gt=0, description="Geo hybrid: softmax temperature.")
+    instruction: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Instruction for the text queries of models that take one (GME, Qwen3-VL-Embedding, "
+        "...); default: the model's own, as the reference uses it. Recorded in the run record.",
+    )
 
     @model_validator(mode="after")
     def _task_fields(self) -> RunCreate:

@@ -168,3 +168,23 @@ def test_a_card_without_loading_answers_from_the_registry(client: TestClient) ->
     )
     refused = client.post("/v1/embeddings", json={"model": "dinov3-vitl16", "input": ["a crater"]})
     assert refused.status_code == 422 and "supports: image" in refused.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [("instruction", "takes no instruction"), ("prompt_name", "has no prompt named 'query'")],
+)
+def test_prompt_options_a_model_lacks_are_refused(client: TestClient, field: str, message: str) -> None:
+    value = "Find an image." if field == "instruction" else "query"
+    response = client.post("/v1/embeddings", json={"model": "tiny-both", "input": ["a crater"], field: value})
+    assert response.status_code == 422 and message in response.json()["message"]
+    files = [("images", ("0.png", png_bytes(1), "image/png"))]
+    binary = client.post("/v1/embeddings/images", data={"model": "tiny-both", field: value}, files=files)
+    assert binary.status_code == 422 and message in binary.json()["message"]
+
+
+def test_mllm_cards_show_their_default_instructions_without_loading(client: TestClient) -> None:
+    card = client.get("/v1/models/gme-qwen2-vl-2b", params={"load": "false"}).json()
+    assert card["prompts"]["text_instruction"] == "Find an image that matches the given text."
+    assert card["prompts"]["image_instruction"] == "You are a helpful assistant."
+    assert card["loaded"] is False

@@ -104,3 +104,13 @@ async def test_cancelled_request_releases_its_queue_room(executor: ThreadPoolExe
     gate.set()
     await blocker
     await batcher.close()
+
+
+async def test_per_request_batches_are_the_callers_groups(executor: ThreadPoolExecutor) -> None:
+    """For batch-dependent models: never merged with other requests, never split at max size."""
+    recorder = Recorder()
+    batcher = make(recorder, executor, max_batch_size=2, per_request=True)
+    results = await asyncio.gather(*(batcher.submit(items) for items in ([1, 2, 3], [4], [5, 6])))
+    assert sorted(recorder.sizes) == [1, 2, 3]
+    assert [r[:, 0].tolist() for r in results] == [[1, 2, 3], [4], [5, 6]]
+    await batcher.close()

@@ -66,7 +66,7 @@ def images(n: int) -> list[Image.Image]:
 
 
 def embed(model: EmbeddingModel, pictures: list[Image.Image]) -> np.ndarray:
-    return model.embed_images(torch.stack([model.preprocess_image(p) for p in pictures]))
+    return model.embed_prepared([model.preprocess_image(p) for p in pictures])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

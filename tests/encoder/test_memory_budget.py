@@ -82,3 +82,13 @@ async def test_model_cards_report_memory_and_status(three_models: dict[str, Mode
         assert (card.loaded, card.status, card.memory_gb) == (False, "available", None)
         card = await engine.describe("a")
         assert card.loaded and card.status == "loaded" and card.memory_gb and card.memory_gb > 0
+
+
+def test_registry_estimates_follow_the_weights_dtype() -> None:
+    from marsbench.encoder.adapters import expected_weight_gb
+    from marsbench.encoder.core.registry import registered_specs
+
+    specs = registered_specs()
+    assert expected_weight_gb(specs["e5-v"], "cpu") == specs["e5-v"].memory_gb
+    assert expected_weight_gb(specs["e5-v"], "cuda") == specs["e5-v"].memory_gb / 2  # fp16 weights
+    assert expected_weight_gb(specs["dfn2b-clip-vit-l-14"], "cuda") == specs["dfn2b-clip-vit-l-14"].memory_gb

@@ -146,3 +146,25 @@ def test_unknown_family_is_refused_at_load_with_the_known_ones() -> None:
     spec = ModelSpec(name="x", family="keras", source="local-dir:/tmp")
     with pytest.raises(InvalidModelRef, match="hf_dinov3"):
         load_model(spec, RuntimeOptions(device="cpu"))
+
+
+MLLM_MODELS = {
+    "e5-v",
+    "gme-qwen2-vl-2b",
+    "vlm2vec-v2",
+    "b3-qwen2-2b",
+    "jina-embeddings-v4",
+    "ops-mm-embedding-v1-2b",
+    "qwen3-vl-embedding-2b",
+}
+
+
+def test_the_benchmark_mllm_embedders_are_registered_with_both_modalities() -> None:
+    specs = registered_specs()
+    assert set(specs) >= MLLM_MODELS
+    for name in MLLM_MODELS:
+        spec = specs[name]
+        assert spec.modalities == {Modality.IMAGE, Modality.TEXT} and spec.dimension, name
+        assert spec.memory_gb and spec.precision in ("bf16", "fp16"), name
+    gme = specs["gme-qwen2-vl-2b"].options
+    assert gme["text_instruction"] == "Find an image that matches the given text."

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from marsbench.encoder.adapters.base import EmbeddingModel, RuntimeOptions
+from marsbench.encoder.adapters.mllm import MLLM_FAMILIES, load_mllm, mllm_prompt_card
 from marsbench.encoder.adapters.open_clip import OpenClipModel
 from marsbench.encoder.adapters.transformers_towers import TOWER_FAMILIES, TransformersTowers
 from marsbench.encoder.core.errors import InvalidModelRef
@@ -17,6 +18,28 @@ FAMILIES: dict[str, Callable[[ModelSpec, RuntimeOptions], EmbeddingModel]] = {
     "open_clip": OpenClipModel.load,
     **dict.fromkeys(TOWER_FAMILIES, TransformersTowers.load),
 }
+
+
+FAMILIES.update(dict.fromkeys(MLLM_FAMILIES, load_mllm))
+
+# Families whose prompts can be described from the registry entry alone, before loading.
+PromptCard = Callable[[ModelSpec], dict[str, str]]
+PROMPT_CARDS: dict[str, PromptCard] = dict.fromkeys(MLLM_FAMILIES, mllm_prompt_card)
+
+
+def prompt_card(spec: ModelSpec) -> dict[str, str]:
+    describe = PROMPT_CARDS.get(spec.family)
+    return describe(spec) if describe else {}
+
+
+def expected_weight_gb(spec: ModelSpec, device_type: str) -> float | None:
+    """The registry's estimate of the weights a model occupies once loaded on `device_type`:
+    `memory_gb` is the fp32 size; MLLM embedders keep their weights in 16 bits on a GPU."""
+    if spec.memory_gb is None:
+        return None
+    if device_type == "cuda" and spec.family in MLLM_FAMILIES and spec.precision != "fp32":
+        return spec.memory_gb / 2
+    return spec.memory_gb
 
 
 def load_model(spec: ModelSpec, options: RuntimeOptions) -> EmbeddingModel:
@@ -35,4 +58,4 @@ def load_model(spec: ModelSpec, options: RuntimeOptions) -> EmbeddingModel:
     return loader(spec, options)
 
 
-__all__ = ["FAMILIES", "EmbeddingModel", "RuntimeOptions", "load_model"]
+__all__ = ["FAMILIES", "EmbeddingModel", "RuntimeOptions", "load_model", "prompt_card"]

@@ -11,15 +11,26 @@ import gc
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from marsbench.encoder.core.errors import ModelLoadFailed
+from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec, Precision
 from marsbench.schemas.common import Modality
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """Per-request prompt choices; requests with different options are batched apart."""
+
+    instruction: str | None = None
+    prompt_name: str | None = None
+
+
+DEFAULT_PROMPT = PromptOptions()
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,34 @@ class TorchEmbedder:
     def autocast(self) -> AbstractContextManager[object]:
         return autocast_for(self._device, self._precision)
 
+    # Prompts: the towers take none; MLLM embedders override these.
+    prompt_names: tuple[str, ...] = ()
+    accepts_instruction = False
+    # Whether an item's vector is independent of the batch it is embedded in; when not, the
+    # engine embeds each request as the caller grouped it.
+    batch_invariant = True
+
+    def prompts(self) -> dict[str, str]:
+        return {}
+
+    def check_options(self, options: PromptOptions) -> None:
+        """Refuse prompt options the model does not have, naming what it does have."""
+        if options.instruction is not None and not self.accepts_instruction:
+            raise InvalidInput(f"model {self.spec.name!r} takes no instruction; leave 'instruction' unset")
+        if options.prompt_name is not None and options.prompt_name not in self.prompt_names:
+            known = ", ".join(self.prompt_names) or "none"
+            raise InvalidInput(
+                f"model {self.spec.name!r} has no prompt named {options.prompt_name!r}; "
+                f"its prompt names: {known}"
+            )
+
+    def embed_prepared(self, items: Sequence[Any], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
+        """A batch of `preprocess_image` outputs to vectors; fixed-size inputs are stacked."""
+        return self.embed_images(torch.stack(list(items)))
+
+    def embed_images(self, pixels: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
     def close(self) -> None:
         self._model = None
         gc.collect()
@@ -114,16 +153,27 @@ class EmbeddingModel(Protocol):
     modalities: frozenset[Modality]
     image_size: int | None
 
-    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
-        """One decoded RGB image to the model's input tensor (C, H, W)."""
+    prompt_names: tuple[str, ...]
+    accepts_instruction: bool
+    batch_invariant: bool
+
+    def preprocess_image(self, image: Image.Image) -> Any:
+        """One decoded RGB image to what `embed_prepared` batches: the model's input tensor (C, H, W)
+        for fixed-size towers, a resized image for dynamic-resolution MLLMs."""
         ...
 
-    def embed_images(self, pixels: torch.Tensor) -> np.ndarray:
-        """A stacked batch (N, C, H, W) to (N, dimension) normalised float32."""
+    def embed_prepared(self, items: Sequence[Any], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
+        """A batch of prepared images to (N, dimension) normalised float32."""
         ...
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
         """Texts to (N, dimension) normalised float32."""
+        ...
+
+    def check_options(self, options: PromptOptions) -> None: ...
+
+    def prompts(self) -> dict[str, str]:
+        """The prompts and instructions the model applies by default, for model cards and records."""
         ...
 
     def count_tokens(self, texts: Sequence[str]) -> int: ...

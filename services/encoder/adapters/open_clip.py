@@ -15,7 +15,14 @@ import open_clip
 import torch
 from PIL import Image
 
-from marsbench.encoder.adapters.base import RuntimeOptions, TorchEmbedder, check_vocabulary, normalized_rows
+from marsbench.encoder.adapters.base import (
+    DEFAULT_PROMPT,
+    PromptOptions,
+    RuntimeOptions,
+    TorchEmbedder,
+    check_vocabulary,
+    normalized_rows,
+)
 from marsbench.encoder.adapters.hub import hub_snapshot, model_folder
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
@@ -73,7 +80,7 @@ class OpenClipModel(TorchEmbedder):
         return normalized_rows(features)
 
     @torch.inference_mode()
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
         tokens = self._tokenizer(list(texts)).to(self._device)
         with self.autocast():
             features = self.module.encode_text(tokens)

@@ -18,7 +18,14 @@ import torch
 from PIL import Image
 
 from marsbench.encoder.adapters.aimv2_layout import ensure_native_layout
-from marsbench.encoder.adapters.base import RuntimeOptions, TorchEmbedder, check_vocabulary, normalized_rows
+from marsbench.encoder.adapters.base import (
+    DEFAULT_PROMPT,
+    PromptOptions,
+    RuntimeOptions,
+    TorchEmbedder,
+    check_vocabulary,
+    normalized_rows,
+)
 from marsbench.encoder.adapters.hub import converted_dir, model_folder
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
@@ -146,7 +153,7 @@ class TransformersTowers(TorchEmbedder):
         return normalized_rows(self._image_batch(pixels))
 
     @torch.inference_mode()
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
         if self._tokenizer is None or self._family.text_features is None:
             raise ModelLoadFailed(f"model {self.spec.name!r} has no text tower")
         encoded = self._encode(texts)

@@ -4,8 +4,10 @@ One `DynamicBatcher` per (model, modality). Requests append their items to a FIF
 background task closes a batch when it holds `max_batch_size` items or `max_wait_s` after the
 first item arrived, runs it on the device executor (one forward at a time per device, never on
 the event loop), and hands each request its rows in order. A request larger than a batch is
-split across batches. The batcher knows nothing about HTTP or model internals: it batches items
-of any type through a `run_batch` function returning one row per item.
+split across batches. With `per_request`, each request is one batch of its own, never merged nor
+split: for models whose vectors depend on their batch-mates (pooling that sees padding), the
+caller's grouping is then part of the protocol. The batcher knows nothing about HTTP or model
+internals: it batches items of any type through a `run_batch` function returning one row per item.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class DynamicBatcher(Generic[T]):
         max_batch_size: int,
         max_wait_s: float,
         max_queued_items: int,
+        per_request: bool = False,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -65,6 +68,7 @@ class DynamicBatcher(Generic[T]):
         self.max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._max_queued = max_queued_items
+        self._per_request = per_request
         self._queue: deque[_Request[T]] = deque()
         self._queued_items = 0
         self._wakeup = asyncio.Event()
@@ -113,7 +117,7 @@ class DynamicBatcher(Generic[T]):
         while True:
             await self._wakeup.wait()
             deadline = loop.time() + self._max_wait_s
-            while self._queued_items < self.max_batch_size:
+            while not self._per_request and self._queued_items < self.max_batch_size:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
@@ -130,6 +134,13 @@ class DynamicBatcher(Generic[T]):
         """Pop up to max_batch_size items in FIFO order, as (request, start, stop) slices."""
         parts: list[tuple[_Request[T], int, int]] = []
         room = self.max_batch_size
+        while self._per_request and self._queue:
+            request = self._queue.popleft()
+            if not request.future.done() and request.remaining:
+                parts.append((request, request.taken, len(request.items)))
+                self._queued_items -= request.remaining
+                request.taken = len(request.items)
+                return parts
         while self._queue and room > 0:
             request = self._queue[0]
             if request.future.done() or request.remaining == 0:

@@ -12,15 +12,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_model
+from marsbench.encoder.adapters import (
+    EmbeddingModel,
+    RuntimeOptions,
+    expected_weight_gb,
+    load_model,
+    prompt_card,
+)
+from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
 from marsbench.encoder.core.batcher import DynamicBatcher
 from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
 from marsbench.encoder.core.images import decode_image
@@ -37,22 +45,36 @@ DEFAULT_GPU_SHARE = 0.85
 
 @dataclass
 class ServedModel:
+    """A loaded model and its batchers: one per modality and prompt options, made on first use."""
+
     model: EmbeddingModel
-    texts: DynamicBatcher[str]
-    images: DynamicBatcher[torch.Tensor]
+    make_batcher: Callable[[str, Callable[[list[Any]], np.ndarray], bool], DynamicBatcher[Any]]
     last_used: float
     weights: str
+    batchers: dict[tuple[Modality, PromptOptions], DynamicBatcher[Any]] = field(default_factory=dict)
 
     @property
     def memory_bytes(self) -> int:
         return self.model.memory_bytes
 
+    def batcher(self, modality: Modality, options: PromptOptions) -> DynamicBatcher[Any]:
+        key = (modality, options)
+        if key not in self.batchers:
+            model = self.model
+            if modality is Modality.TEXT:
+                run: Callable[[list[Any]], np.ndarray] = partial(model.embed_texts, options=options)
+            else:
+                run = partial(model.embed_prepared, options=options)
+            name = f"{model.spec.name}/{modality.value}"
+            self.batchers[key] = self.make_batcher(name, run, not model.batch_invariant)
+        return self.batchers[key]
+
     def queued(self) -> int:
-        return self.texts.stats().queued_items + self.images.stats().queued_items
+        return sum(batcher.stats().queued_items for batcher in self.batchers.values())
 
     async def close(self) -> None:
-        await self.texts.close()
-        await self.images.close()
+        for batcher in self.batchers.values():
+            await batcher.close()
         self.model.close()
 
 
@@ -132,7 +154,8 @@ class EncoderEngine:
 
     async def _load(self, spec: ModelSpec) -> ServedModel:
         budget = self.memory_budget_bytes()
-        estimate = int(spec.memory_gb * GIB) if spec.memory_gb else 0
+        expected = expected_weight_gb(spec, self._options.torch_device().type)
+        estimate = int(expected * GIB) if expected else 0
         self._check_fits(spec.name, estimate, budget)
         # Make room first: on a GPU the new model must not be loaded beside the ones it replaces.
         await self._evict_for_room(estimate, budget)
@@ -157,18 +180,22 @@ class EncoderEngine:
         )
         await self._evict_for_room(model.memory_bytes, budget)
         batch = self.settings.max_batch_size or spec.default_batch_size
-        common = {
-            "executor": self._device_pool,
-            "max_batch_size": batch,
-            "max_wait_s": self.settings.max_wait_ms / 1000,
-            "max_queued_items": self.settings.max_queued_items,
-        }
+
+        def make_batcher(
+            name: str, run: Callable[[list[Any]], np.ndarray], per_request: bool
+        ) -> DynamicBatcher[Any]:
+            return DynamicBatcher(
+                name,
+                run,
+                per_request=per_request,
+                executor=self._device_pool,
+                max_batch_size=batch,
+                max_wait_s=self.settings.max_wait_ms / 1000,
+                max_queued_items=self.settings.max_queued_items,
+            )
+
         served = ServedModel(
-            model=model,
-            texts=DynamicBatcher(f"{spec.name}/text", model.embed_texts, **common),
-            images=DynamicBatcher(f"{spec.name}/image", _stack_and_embed(model), **common),
-            last_used=time.monotonic(),
-            weights=weights,
+            model=model, make_batcher=make_batcher, last_used=time.monotonic(), weights=weights
         )
         self._served[spec.name] = served
         return served
@@ -219,26 +246,34 @@ class EncoderEngine:
 
     # -- embeddings ---------------------------------------------------------------------------
 
-    async def embed_texts(self, ref: str, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+    async def embed_texts(
+        self, ref: str, texts: Sequence[str], options: PromptOptions = DEFAULT_PROMPT
+    ) -> tuple[np.ndarray, int]:
         _require(self.resolve(ref), Modality.TEXT)
         served = await self.model(ref)
-        vectors = await served.texts.submit(list(texts))
+        served.model.check_options(options)
+        vectors = await served.batcher(Modality.TEXT, options).submit(list(texts))
         tokens = await asyncio.get_running_loop().run_in_executor(
             self._cpu_pool, served.model.count_tokens, list(texts)
         )
         return vectors, tokens
 
-    async def embed_images(self, ref: str, images: Sequence[bytes]) -> np.ndarray:
+    async def embed_images(
+        self, ref: str, images: Sequence[bytes], options: PromptOptions = DEFAULT_PROMPT
+    ) -> np.ndarray:
         _require(self.resolve(ref), Modality.IMAGE)
         served = await self.model(ref)
-        pixels = await asyncio.get_running_loop().run_in_executor(
+        served.model.check_options(options)
+        prepared = await asyncio.get_running_loop().run_in_executor(
             self._cpu_pool, self._prepare, served.model, list(images)
         )
-        return await served.images.submit(pixels)
+        return await served.batcher(Modality.IMAGE, options).submit(prepared)
 
-    def _prepare(self, model: EmbeddingModel, images: list[bytes]) -> list[torch.Tensor]:
+    def _prepare(self, model: EmbeddingModel, images: list[bytes]) -> list[Any]:
         limit = self.settings.max_image_pixels
-        return [_preprocess(model, decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)]
+        return [
+            model.preprocess_image(decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)
+        ]
 
     def _info(self, spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         return model_card(spec, served)
@@ -261,19 +296,11 @@ def model_card(spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         revision=spec.revision,
         status="loaded" if model else spec.status(),
         memory_gb=round(memory, 3) if memory is not None else None,
+        prompts=model.prompts() if model else prompt_card(spec),
+        prompt_names=list(model.prompt_names) if model else [],
+        accepts_instruction=model.accepts_instruction if model else False,
         weights=served.weights if served else None,
     )
-
-
-def _preprocess(model: EmbeddingModel, image: Image.Image) -> torch.Tensor:
-    return model.preprocess_image(image)
-
-
-def _stack_and_embed(model: EmbeddingModel) -> Callable[[list[torch.Tensor]], np.ndarray]:
-    def run(batch: list[torch.Tensor]) -> np.ndarray:
-        return model.embed_images(torch.stack(batch))
-
-    return run
 
 
 def _require(spec: ModelSpec, modality: Modality) -> None:

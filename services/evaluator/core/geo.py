@@ -48,7 +48,7 @@ def build_geo_query(encoder: QueryEncoder, model: str, dataset_dir: Path, reques
     text = images = None
     if mode in (QueryMode.TEXT, QueryMode.HYBRID):
         prompts = geo_prompts(landform)
-        text = text_query(encoder.embed_texts(model, prompts))
+        text = text_query(encoder.embed_texts(model, prompts, instruction=request.instruction))
     if mode in (QueryMode.IMAGE, QueryMode.HYBRID):
         try:
             files = query_images(dataset_dir, landform)

@@ -11,7 +11,7 @@ from marsbench.evaluator.core.ports import QueryEncoder
 from marsbench.evaluator.metrics.landform import LandformMetrics, landform_metrics
 from marsbench.evaluator.metrics.ranking import rank_by_score
 from marsbench.store import VectorStore
-from marsbench.tasks.landform import LANDFORM, PROMPT_TEMPLATES, class_prompts, ensemble_query
+from marsbench.tasks.landform import LANDFORM, class_prompts, ensemble_query
 
 # Parity: the reference rounds similarities to 6 decimals before sorting, so scores equal at that
 # precision are ties; it leaves their order to an unstable sort, we break them by image name.
@@ -44,16 +44,28 @@ def chance_metrics(
     return totals
 
 
-def build_class_queries(encoder: QueryEncoder, model: str, classes: list[str]) -> np.ndarray:
-    """One ensembled, normalised text query per class, in `classes` order."""
-    prompts = [prompt for name in classes for prompt in class_prompts(name)]
-    vectors = encoder.embed_texts(model, prompts)
-    per_class = vectors.reshape(len(classes), len(PROMPT_TEMPLATES), -1)
-    return np.stack([ensemble_query(group) for group in per_class])
+def build_class_queries(
+    encoder: QueryEncoder, model: str, classes: list[str], *, instruction: str | None = None
+) -> np.ndarray:
+    """One ensembled, normalised text query per class, in `classes` order. Each class's prompts go
+    in one request of their own, as the reference batches them: for MLLM embedders whose pooling
+    sees padding, the batch a prompt is embedded in is part of the protocol."""
+    return np.stack(
+        [
+            ensemble_query(encoder.embed_texts(model, class_prompts(name), instruction=instruction))
+            for name in classes
+        ]
+    )
 
 
 def evaluate_landform(
-    store: VectorStore, encoder: QueryEncoder, *, collection: str, model: str, max_k: int | None
+    store: VectorStore,
+    encoder: QueryEncoder,
+    *,
+    collection: str,
+    model: str,
+    max_k: int | None,
+    instruction: str | None = None,
 ) -> LandformOutcome:
     names_by_id: dict[str, str] = {}
     relevant: dict[str, set[str]] = defaultdict(set)
@@ -64,7 +76,7 @@ def evaluate_landform(
     classes = sorted(relevant)
     if not classes:
         return LandformOutcome(landform_metrics({}, {}), {}, 0, [])
-    queries = build_class_queries(encoder, model, classes)
+    queries = build_class_queries(encoder, model, classes, instruction=instruction)
     # Every image is ranked (the reference's default), best first; ties are re-broken by name below.
     results = store.search_batch(
         collection,

@@ -13,7 +13,9 @@ from marsbench.schemas.models import ModelInfo
 class QueryEncoder(Protocol):
     def model_info(self, model: str, *, load: bool = True) -> ModelInfo: ...
 
-    def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray: ...
+    def embed_texts(
+        self, model: str, texts: Sequence[str], *, instruction: str | None = None
+    ) -> np.ndarray: ...
 
     def embed_images(
         self, model: str, images: Sequence[bytes], names: Sequence[str] | None = None

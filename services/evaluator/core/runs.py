@@ -26,6 +26,7 @@ from marsbench.evaluator.core.paired import evaluate_paired
 from marsbench.evaluator.core.ports import QueryEncoder
 from marsbench.files import write_text_atomic
 from marsbench.schemas.jobs import TaskName
+from marsbench.schemas.models import ModelInfo
 from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import CollectionNotFound, VectorStore
 from marsbench.tasks import INDEXABLE
@@ -64,7 +65,8 @@ class RunService:
             raise InvalidRun(str(exc)) from exc
 
     def create(self, request: RunCreate) -> RunRecord:
-        self._check_modalities(request)
+        card = self._encoder.model_info(request.model, load=False)
+        self._check_modalities(request, card)
         collection = self.collection_for(request)
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         started = time.perf_counter()
@@ -75,6 +77,12 @@ class RunService:
                 f"collection {collection!r} for model {request.model!r} and {request.dataset_dir} does not "
                 "exist; index it first (POST /v1/jobs on the indexer, or `marsbench run`)"
             ) from None
+        # The prompts behind the vectors: the model's defaults (also those of the indexed images),
+        # and the text-query instruction when the request overrides it.
+        fields["settings"] = fields.get("settings", {}) | {
+            "model_prompts": card.prompts
+            | ({"query_instruction": request.instruction} if request.instruction else {})
+        }
         record = RunRecord(
             id=run_id,
             task=request.task,
@@ -89,10 +97,9 @@ class RunService:
         write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
         return record
 
-    def _check_modalities(self, request: RunCreate) -> None:
+    def _check_modalities(self, request: RunCreate, card: ModelInfo) -> None:
         """Refuse a run whose queries the model cannot embed (text for an image-only model)."""
-        offered = self._encoder.model_info(request.model, load=False).modalities
-        missing = missing_modalities(query_needs(request.task, request.query_mode), offered)
+        missing = missing_modalities(query_needs(request.task, request.query_mode), card.modalities)
         if missing:
             raise InvalidRun(refusal(request.model, request.task, missing, request.query_mode))
 
@@ -100,7 +107,12 @@ class RunService:
 
     def _landform(self, request: RunCreate, collection: str, run_id: str) -> Fields:
         outcome = evaluate_landform(
-            self._store, self._encoder, collection=collection, model=request.model, max_k=request.max_k
+            self._store,
+            self._encoder,
+            collection=collection,
+            model=request.model,
+            max_k=request.max_k,
+            instruction=request.instruction,
         )
         if not outcome.classes:
             raise InvalidRun(f"collection {collection!r} holds no labelled images")

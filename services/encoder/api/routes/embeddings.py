@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
+from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.api.deps import EngineDep
 from marsbench.encoder.core.images import data_uri_bytes
 from marsbench.schemas.common import Modality
@@ -28,11 +29,12 @@ router = APIRouter(prefix="/v1/embeddings", tags=["embeddings"])
 @router.post("")
 async def create_embeddings(request: EmbeddingRequest, engine: EngineDep) -> EmbeddingResponse:
     items = request.items()
+    options = PromptOptions(instruction=request.instruction, prompt_name=request.prompt_name)
     if request.modality is Modality.TEXT:
-        vectors, tokens = await engine.embed_texts(request.model, items)
+        vectors, tokens = await engine.embed_texts(request.model, items, options)
     else:
         blobs = [data_uri_bytes(item, i) for i, item in enumerate(items)]
-        vectors = await engine.embed_images(request.model, blobs)
+        vectors = await engine.embed_images(request.model, blobs, options)
         tokens = 0
     data = [
         EmbeddingData(index=i, embedding=_encode(row, request.encoding_format))
@@ -47,10 +49,13 @@ async def embed_image_files(
     engine: EngineDep,
     model: Annotated[str, Form(description="Model reference.")],
     images: Annotated[list[UploadFile], File(description="Encoded image files, in order.")],
+    instruction: Annotated[str | None, Form(max_length=2000, description="As in /v1/embeddings.")] = None,
+    prompt_name: Annotated[str | None, Form(max_length=100, description="As in /v1/embeddings.")] = None,
 ) -> Response:
     """Bulk path for indexers: multipart files in, N x D little-endian float32 rows out."""
     blobs = [await image.read() for image in images]
-    vectors = await engine.embed_images(model, blobs)
+    options = PromptOptions(instruction=instruction, prompt_name=prompt_name)
+    vectors = await engine.embed_images(model, blobs, options)
     rows, dim = vectors.shape
     headers = {
         BINARY_ROWS_HEADER: str(rows),
