@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions, autocast_for
-from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state, refuse_missing
+from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state
 from marsbench.encoder.adapters.mllm.pooling import masked_mean, span_mean
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
@@ -76,10 +76,7 @@ class JinaV4Embedder(MllmEmbedder):
     def load_weights(
         cls, model_class: Any, folder: Path, dtype: torch.dtype, spec: ModelSpec, options: RuntimeOptions
     ) -> Any:
-        model, info = model_class.from_pretrained(
-            folder, dtype=dtype, output_loading_info=True, local_files_only=True, attn_implementation="sdpa"
-        )
-        refuse_missing(spec, folder, info)
+        model = super().load_weights(model_class, folder, dtype, spec, options)
         task = str(spec.options.get("task", DEFAULT_TASK))
         config, tensors = task_adapter(folder, task, spec)
         return merge_task_adapter(model, config, tensors, spec)
