@@ -10,9 +10,12 @@ from marsbench.client._base import BaseClient
 from marsbench.schemas.common import Modality
 from marsbench.schemas.embeddings import (
     BINARY_DIM_HEADER,
+    BINARY_DTYPE_HEADER,
     BINARY_ROWS_HEADER,
+    WIRE_DTYPES,
     EmbeddingRequest,
     EmbeddingResponse,
+    WireDtype,
 )
 from marsbench.schemas.models import ModelInfo, ModelList
 
@@ -57,16 +60,19 @@ class EncoderClient(BaseClient):
         *,
         instruction: str | None = None,
         prompt_name: str | None = None,
+        dtype: WireDtype = "float32",
     ) -> np.ndarray:
-        """Bulk binary path: encoded image files in, (N, D) float32 out."""
+        """Bulk binary path: encoded image files in, (N, D) float32 out (`dtype="float16"` halves
+        the bytes on the wire; the rows are widened back to float32)."""
         names = names or [f"{i}" for i in range(len(images))]
         files = [
             ("images", (name, data, "application/octet-stream"))
             for name, data in zip(names, images, strict=True)
         ]
-        form = {"model": model, "instruction": instruction, "prompt_name": prompt_name}
+        form = {"model": model, "instruction": instruction, "prompt_name": prompt_name, "dtype": dtype}
         data = {key: value for key, value in form.items() if value is not None}
         response = self.request("POST", "/v1/embeddings/images", data=data, files=files)
         rows = int(response.headers[BINARY_ROWS_HEADER])
         dim = int(response.headers[BINARY_DIM_HEADER])
-        return np.frombuffer(response.content, dtype="<f4").reshape(rows, dim)
+        wire = WIRE_DTYPES[response.headers.get(BINARY_DTYPE_HEADER, "float32")]  # type: ignore[index]
+        return np.frombuffer(response.content, dtype=wire).reshape(rows, dim).astype(np.float32)

@@ -32,7 +32,10 @@ class SearchRequest(StrictModel):
     model: str = Field(description="The model the collection was indexed with (embeds the query).")
     text: str | None = None
     image: str | None = Field(default=None, description="A base64 data URI.")
-    k: int = Field(default=10, ge=1, le=10_000)
+    k: int = Field(default=10, ge=1, le=1_000, description="Hits per page.")
+    offset: int = Field(
+        default=0, ge=0, le=99_000, description="Hits to skip: pages through up to 100,000 ranked tiles."
+    )
     region: Region | None = Field(default=None, description="Geo collections: only tiles in this region.")
 
     @model_validator(mode="after")
@@ -51,3 +54,7 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     collection: str
     hits: list[SearchHit]
+    offset: int = Field(default=0, description="Rank of the first hit, counting from 0.")
+    next_offset: int | None = Field(
+        default=None, description="Where the next page starts; None when this page is the last."
+    )

@@ -47,6 +47,13 @@ class EncoderSettings(BaseSettings):
         default="bf16", description="Autocast dtype on GPU; the CPU always runs fp32."
     )
     preprocess_workers: int = Field(default=2, ge=1, description="Threads decoding and resizing images.")
+    image_preprocessing: Literal["pil", "tensor"] = Field(
+        default="pil",
+        description="'pil': each model's own preprocessing, bit for bit as the reference runs it. "
+        "'tensor': resize, crop and normalise decoded uint8 tensors in torch (no GIL, cheaper per "
+        "tile) for models whose preprocessing has a tensor equivalent (open_clip); vectors stay "
+        "within 1e-4 cosine (docs/performance.md). Other models keep the PIL path.",
+    )
     trust_checkpoints: bool = Field(
         default=False, description="Allow checkpoint files that need full pickle loading."
     )

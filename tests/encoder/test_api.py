@@ -188,3 +188,23 @@ def test_mllm_cards_show_their_default_instructions_without_loading(client: Test
     assert card["prompts"]["text_instruction"] == "Find an image that matches the given text."
     assert card["prompts"]["image_instruction"] == "You are a helpful assistant."
     assert card["loaded"] is False
+
+
+def test_float16_on_the_wire_halves_the_bytes_and_keeps_the_ranking(client: TestClient) -> None:
+    request = {"model": "tiny-both", "input": ["a pitted cone", "a crater"], "encoding_format": "base64"}
+    full = client.post("/v1/embeddings", json=request).json()["data"]
+    half = client.post("/v1/embeddings", json={**request, "dtype": "float16"}).json()["data"]
+    for a, b in zip(full, half, strict=True):
+        exact = np.frombuffer(base64.b64decode(a["embedding"]), dtype="<f4")
+        packed = base64.b64decode(b["embedding"])
+        assert len(packed) * 2 == exact.nbytes
+        np.testing.assert_allclose(np.frombuffer(packed, dtype="<f2"), exact, atol=1e-3)
+    files = [("images", (f"{i}.png", png_bytes(i), "image/png")) for i in range(2)]
+    wide = client.post("/v1/embeddings/images", data={"model": "tiny-both"}, files=files)
+    narrow = client.post(
+        "/v1/embeddings/images", data={"model": "tiny-both", "dtype": "float16"}, files=files
+    )
+    assert narrow.headers["x-embedding-dtype"] == "float16" and len(narrow.content) * 2 == len(wide.content)
+    np.testing.assert_allclose(
+        np.frombuffer(narrow.content, dtype="<f2"), np.frombuffer(wide.content, dtype="<f4"), atol=1e-3
+    )

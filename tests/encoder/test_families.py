@@ -4,7 +4,6 @@ a pinned snapshot in a Hugging Face cache), checked in-process and through the H
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,21 +14,19 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_model
+from marsbench.encoder.adapters import EmbeddingModel, load_model
 from marsbench.encoder.adapters.transformers_towers import TransformersTowers
-from marsbench.encoder.app import create_app
 from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.errors import ModelLoadFailed, UnsupportedModality
 from marsbench.encoder.core.registry import ModelSpec
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
-from marsbench.schemas.embeddings import BINARY_DIM_HEADER
-from tests.conftest import png_bytes, write_random_open_clip
-from tests.encoder import tiny_models
+from tests.conftest import write_random_open_clip
+from tests.encoder import serving, tiny_models
+from tests.encoder.serving import CPU, REVISION, embed, png_files, served_images, served_texts
 
 IMAGE_ONLY = frozenset({Modality.IMAGE})
 BOTH = frozenset({Modality.IMAGE, Modality.TEXT})
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 # family -> (writer, modalities, options)
 FAMILIES: dict[str, tuple[Callable[[Path], Path], frozenset[Modality], dict[str, str]]] = {
@@ -39,7 +36,6 @@ FAMILIES: dict[str, tuple[Callable[[Path], Path], frozenset[Modality], dict[str,
     "hf_aimv2_vision": (tiny_models.write_tiny_aimv2_vision, IMAGE_ONLY, {"pooling": "mean"}),
     "hf_dinov3": (tiny_models.write_tiny_dinov3, IMAGE_ONLY, {"pooling": "cls"}),
 }
-CPU = RuntimeOptions(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def spec_for(family: str, source: str, **extra: object) -> ModelSpec:
     _, modalities, options = FAMILIES[family]
     fields: dict[str, object] = {"modalities": modalities, "options": options} | extra
-    return ModelSpec.model_validate({"name": f"tiny-{family}", "family": family, "source": source} | fields)
+    return serving.spec(f"tiny-{family}", family, source, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +55,15 @@ def models(folders: dict[str, Path]) -> dict[str, EmbeddingModel]:
     return {f: load_model(spec_for(f, f"local-dir:{folder}"), CPU) for f, folder in folders.items()}
 
 
+@pytest.fixture(scope="module")
+def service(folders: dict[str, Path]) -> Iterator[TestClient]:
+    specs = {f"tiny-{f}": spec_for(f, f"local-dir:{folder}") for f, folder in folders.items()}
+    with serving.serve(specs, max_loaded_models=8) as client:
+        yield client
+
+
 def images(n: int) -> list[Image.Image]:
-    return [
-        Image.open(io.BytesIO(png_bytes(i, size=40 + 7 * i, pattern=i % 3))).convert("RGB") for i in range(n)
-    ]
-
-
-def embed(model: EmbeddingModel, pictures: list[Image.Image]) -> np.ndarray:
-    return model.embed_prepared([model.preprocess_image(p) for p in pictures])
+    return serving.images(n, step=7)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -161,27 +158,17 @@ def test_dinov3_mean_pooling_option_differs_from_cls(folders: dict[str, Path]) -
     assert not np.allclose(embed(cls_model, images(1)), embed(mean_model, images(1)))
 
 
-def _hub_cache(cache: Path, repo: str, folder: Path) -> None:
-    """Lay `folder` out as huggingface_hub caches a repository snapshot at REVISION."""
-    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / REVISION
-    shutil.copytree(folder, snapshot)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hub_models_load_from_a_pinned_snapshot(
     folders: dict[str, Path], models: dict[str, EmbeddingModel], family: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    _hub_cache(tmp_path, f"tiny/{family}", folders[family])
-    spec = spec_for(family, f"hf-hub:tiny/{family}", revision=REVISION)
-    hub_model = load_model(spec, RuntimeOptions(device="cpu", cache_dir=str(tmp_path)))
+    cached = serving.pinned_snapshot(tmp_path, f"tiny/{family}", folders[family], monkeypatch)
+    hub_model = load_model(spec_for(family, f"hf-hub:tiny/{family}", revision=REVISION), cached)
     np.testing.assert_array_equal(embed(hub_model, images(2)), embed(models[family], images(2)))
     missing = spec_for(family, f"hf-hub:tiny/{family}", revision="f" * 40)
     with pytest.raises(ModelLoadFailed, match="not in the local cache"):
-        load_model(missing, RuntimeOptions(device="cpu", cache_dir=str(tmp_path)))
+        load_model(missing, cached)
 
 
 def test_a_tokenizer_without_vocabulary_files_is_refused(folders: dict[str, Path], tmp_path: Path) -> None:
@@ -204,29 +191,15 @@ def test_a_folder_without_weights_is_refused(tmp_path: Path) -> None:
         load_model(spec_for("hf_dinov3", f"local-dir:{tmp_path}"), CPU)
 
 
-@pytest.fixture(scope="module")
-def service(folders: dict[str, Path]) -> Iterator[TestClient]:
-    specs = {f"tiny-{f}": spec_for(f, f"local-dir:{folder}") for f, folder in folders.items()}
-    engine = EncoderEngine(EncoderSettings(max_wait_ms=1, max_loaded_models=8, device="cpu"), specs=specs)
-    with TestClient(create_app(engine=engine)) as client:
-        yield client
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_service_returns_the_in_process_vectors(
     service: TestClient, models: dict[str, EmbeddingModel], family: str
 ) -> None:
-    pictures = [png_bytes(i, size=40 + 7 * i, pattern=i % 3) for i in range(3)]
-    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(pictures)]
-    response = service.post("/v1/embeddings/images", data={"model": f"tiny-{family}"}, files=files)
-    assert response.status_code == 200, response.text
-    served = np.frombuffer(response.content, dtype="<f4").reshape(3, int(response.headers[BINARY_DIM_HEADER]))
+    served = served_images(service, f"tiny-{family}", png_files(3, step=7))
     np.testing.assert_allclose(served, embed(models[family], images(3)), atol=1e-6)
     if Modality.TEXT in models[family].modalities:
-        body = service.post("/v1/embeddings", json={"model": f"tiny-{family}", "input": ["a crater"]}).json()
-        np.testing.assert_allclose(
-            body["data"][0]["embedding"], models[family].embed_texts(["a crater"])[0], atol=1e-6
-        )
+        texts = served_texts(service, f"tiny-{family}", ["a crater"])
+        np.testing.assert_allclose(texts[0], models[family].embed_texts(["a crater"])[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["hf_aimv2_vision", "hf_dinov3"])

@@ -145,3 +145,25 @@ def test_region_needs_exactly_one_shape() -> None:
         Region(center=(0, 0))
     with pytest.raises(ValueError):
         Region(bbox=(1, 0, 0, 1))
+
+
+def test_search_pages_through_the_ranking_without_gaps_or_repeats(tmp_path: Path) -> None:
+    from marsbench.evaluator.core.search import search
+    from marsbench.schemas.search import SearchRequest
+
+    encoder = FakeEncoder()
+    with EmbeddedStore(tmp_path / "q") as store:
+        fill(store, encoder)
+        whole = search(store, encoder, SearchRequest(collection="geo", model="m", text="yardangs", k=100))
+        assert len(whole.hits) == 100 and whole.next_offset is None
+        pages, offset = [], 0
+        while offset is not None:
+            page = search(
+                store,
+                encoder,
+                SearchRequest(collection="geo", model="m", text="yardangs", k=30, offset=offset),
+            )
+            assert page.offset == offset
+            pages.extend(page.hits)
+            offset = page.next_offset
+        assert [hit.id for hit in pages] == [hit.id for hit in whole.hits]

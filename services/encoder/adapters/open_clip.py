@@ -46,6 +46,8 @@ class OpenClipModel(TorchEmbedder):
         self._tokenizer = tokenizer
         self.dimension = _embedding_dim(model)
         self.image_size = _image_size(model)
+        self._tensor_transform = tensor_transform(getattr(model.visual, "preprocess_cfg", None) or {})
+        self.tensor_preprocessing = self._tensor_transform is not None
 
     @classmethod
     def load(cls, spec: ModelSpec, options: RuntimeOptions) -> OpenClipModel:
@@ -72,6 +74,11 @@ class OpenClipModel(TorchEmbedder):
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         tensor: torch.Tensor = self._preprocess(image)
         return tensor
+
+    def preprocess_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self._tensor_transform is None:
+            raise NotImplementedError(f"model {self.spec.name!r} has no tensor preprocessing")
+        return self._tensor_transform(pixels)
 
     @torch.inference_mode()
     def embed_images(self, pixels: torch.Tensor) -> np.ndarray:
@@ -206,3 +213,35 @@ def _image_size(model: Any) -> int | None:
     if isinstance(size, tuple | list):
         return int(size[0])
     return int(size) if isinstance(size, int) else None
+
+
+_INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR"}
+
+
+def tensor_transform(cfg: dict[str, Any]) -> Any | None:
+    """open_clip's inference preprocessing (resize, centre crop, scale, normalise) on uint8 tensors,
+    when the config is one of the standard ones; None otherwise (the PIL path then serves).
+
+    torchvision's antialiased tensor resize approximates PIL's resampling within one grey level,
+    which moves the final vectors by less than 1e-4 cosine (tests and docs/performance.md)."""
+    from torchvision.transforms import v2
+
+    size, mode = cfg.get("size"), cfg.get("resize_mode", "shortest")
+    interpolation = _INTERPOLATIONS.get(str(cfg.get("interpolation", "bicubic")))
+    if not isinstance(size, tuple | list) or interpolation is None or mode not in ("shortest", "squash"):
+        return None
+    height, width = int(size[0]), int(size[1])
+    method = getattr(v2.InterpolationMode, interpolation)
+    resize = (
+        v2.Resize(min(height, width), interpolation=method, antialias=True)
+        if mode == "shortest"
+        else v2.Resize((height, width), interpolation=method, antialias=True)
+    )
+    return v2.Compose(
+        [
+            resize,
+            v2.CenterCrop((height, width)),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(cfg.get("mean", (0.0,) * 3)), std=list(cfg.get("std", (1.0,) * 3))),
+        ]
+    )

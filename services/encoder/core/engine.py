@@ -31,7 +31,7 @@ from marsbench.encoder.adapters import (
 from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
 from marsbench.encoder.core.batcher import DynamicBatcher
 from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
-from marsbench.encoder.core.images import decode_image
+from marsbench.encoder.core.images import decode_image, decode_tensor
 from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model, weights_stamp
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
@@ -271,6 +271,11 @@ class EncoderEngine:
 
     def _prepare(self, model: EmbeddingModel, images: list[bytes]) -> list[Any]:
         limit = self.settings.max_image_pixels
+        if self.settings.image_preprocessing == "tensor" and model.tensor_preprocessing:
+            return [
+                model.preprocess_tensor(decode_tensor(data, i, max_pixels=limit))
+                for i, data in enumerate(images)
+            ]
         return [
             model.preprocess_image(decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)
         ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from marsbench.encoder.core.errors import InvalidInput
@@ -16,6 +18,13 @@ def data_uri_bytes(value: str, index: int) -> bytes:
         return decode_data_uri(value)
     except ValueError as exc:
         raise InvalidInput(str(exc), index) from None
+
+
+def decode_tensor(data: bytes, index: int, *, max_pixels: int) -> torch.Tensor:
+    """Decode to a (3, H, W) uint8 RGB tensor, for preprocessing that resizes tensors: the pixels
+    are PIL's, and everything after decoding runs in torch without the GIL."""
+    image = decode_image(data, index, max_pixels=max_pixels)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy, as torch wants
 
 
 def decode_image(data: bytes, index: int, *, max_pixels: int) -> Image.Image:

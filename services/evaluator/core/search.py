@@ -47,10 +47,19 @@ def search(store: VectorStore, encoder: QueryEncoder, request: SearchRequest) ->
             raise InvalidRun(f"image: {exc}") from None
         query = encoder.embed_images(request.model, [image])
     search_filter = region_filter(request.region) if request.region is not None else None
-    hits = store.search_batch(
-        request.collection, np.asarray(query), using=IMAGE_VECTOR, limit=request.k, filter=search_filter
+    # One more than the page: tells whether a next page exists without a second search.
+    ranked = store.search_batch(
+        request.collection,
+        np.asarray(query),
+        using=IMAGE_VECTOR,
+        limit=request.offset + request.k + 1,
+        filter=search_filter,
     )[0]
+    page = ranked[request.offset : request.offset + request.k]
+    more = len(ranked) > request.offset + request.k
     return SearchResponse(
         collection=request.collection,
-        hits=[SearchHit(id=hit.id, score=hit.score, payload=hit.payload) for hit in hits],
+        hits=[SearchHit(id=hit.id, score=hit.score, payload=hit.payload) for hit in page],
+        offset=request.offset,
+        next_offset=request.offset + request.k if more else None,
     )

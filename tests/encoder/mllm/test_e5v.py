@@ -3,8 +3,6 @@ normalisation, batch composition, the refused instruction, hub snapshots and the
 
 from __future__ import annotations
 
-import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,20 +13,16 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from marsbench.encoder.adapters import RuntimeOptions, load_model, prompt_card
+from marsbench.encoder.adapters import load_model, prompt_card
 from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.adapters.mllm.e5v import E5VEmbedder
-from marsbench.encoder.app import create_app
-from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.errors import InvalidInput
 from marsbench.encoder.core.registry import ModelSpec
-from marsbench.encoder.settings import EncoderSettings
-from marsbench.schemas.embeddings import BINARY_DIM_HEADER
-from tests.conftest import png_bytes
+from tests.encoder import serving
 from tests.encoder.mllm import tiny_e5v
+from tests.encoder.serving import REVISION, ProcessorSpy, decode, png_files, served_images, served_texts
+from tests.encoder.serving import embed as embed_images
 
-CPU = RuntimeOptions(device="cpu")
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 # Written out here, not imported, so that a change to the adapter's strings fails the test.
 TEXT_PROMPT = (
     "<|start_header_id|>user<|end_header_id|>\n\n{}\nSummary above sentence in one word: "
@@ -44,7 +38,7 @@ SIDES = ("right", "left")
 
 
 def spec_for(name: str, source: str, **extra: Any) -> ModelSpec:
-    return ModelSpec.model_validate({"name": name, "family": "e5v", "source": source} | extra)
+    return serving.spec(name, "e5v", source, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +53,19 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def models(folders: dict[str, Path]) -> dict[str, E5VEmbedder]:
-    loaded = {
-        side: load_model(spec_for(f"tiny-e5v-{side}", f"local-dir:{f}"), CPU) for side, f in folders.items()
+    return {
+        side: serving.load(spec_for(f"tiny-e5v-{side}", f"local-dir:{f}"), E5VEmbedder)
+        for side, f in folders.items()
     }
-    assert all(isinstance(m, E5VEmbedder) for m in loaded.values())
-    return loaded  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def service(folders: dict[str, Path]) -> Iterator[TestClient]:
+    specs = {
+        f"tiny-e5v-{side}": spec_for(f"tiny-e5v-{side}", f"local-dir:{f}") for side, f in folders.items()
+    }
+    with serving.serve(specs, max_loaded_models=4) as client:
+        yield client
 
 
 def pictures() -> list[Image.Image]:
@@ -87,27 +89,6 @@ def reference_vectors(
     with torch.no_grad():
         hidden = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states[-1]
     return torch.nn.functional.normalize(hidden[:, -1, :], p=2, dim=-1).numpy()
-
-
-def embed_images(model: E5VEmbedder, images: list[Image.Image]) -> np.ndarray:
-    return model.embed_prepared([model.preprocess_image(image) for image in images])
-
-
-class ProcessorSpy:
-    """Records each processor call and forwards it."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.calls: list[dict[str, Any]] = []
-        self.outputs: list[Any] = []
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.calls.append(kwargs)
-        self.outputs.append(self.real(**kwargs))
-        return self.outputs[-1]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
 
 
 def test_the_processor_gets_the_verbatim_llama3_prompts(
@@ -220,23 +201,9 @@ def test_an_instruction_or_prompt_name_is_refused(models: dict[str, E5VEmbedder]
 def test_a_pinned_hub_snapshot_loads_like_the_folder(
     folders: dict[str, Path], models: dict[str, E5VEmbedder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    shutil.copytree(folders["right"], tmp_path / "models--tiny--e5-v" / "snapshots" / REVISION)
-    spec = spec_for("tiny-e5v-hub", "hf-hub:tiny/e5-v", revision=REVISION)
-    hub = load_model(spec, RuntimeOptions(device="cpu", cache_dir=str(tmp_path)))
+    cached = serving.pinned_snapshot(tmp_path, "tiny/e5-v", folders["right"], monkeypatch)
+    hub = load_model(spec_for("tiny-e5v-hub", "hf-hub:tiny/e5-v", revision=REVISION), cached)
     np.testing.assert_array_equal(hub.embed_texts(TEXTS), models["right"].embed_texts(TEXTS))
-
-
-@pytest.fixture(scope="module")
-def service(folders: dict[str, Path]) -> Iterator[TestClient]:
-    specs = {
-        f"tiny-e5v-{side}": spec_for(f"tiny-e5v-{side}", f"local-dir:{f}") for side, f in folders.items()
-    }
-    engine = EncoderEngine(EncoderSettings(max_wait_ms=1, max_loaded_models=4, device="cpu"), specs=specs)
-    with TestClient(create_app(engine=engine)) as client:
-        yield client
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -244,20 +211,11 @@ def test_the_service_returns_the_in_process_vectors(
     service: TestClient, models: dict[str, E5VEmbedder], side: str
 ) -> None:
     name = f"tiny-e5v-{side}"
-    sizes = [40, 47, 54]
-    files = [
-        ("images", (f"{i}.png", png_bytes(i, size=s, pattern=i % 3), "image/png"))
-        for i, s in enumerate(sizes)
-    ]
-    response = service.post("/v1/embeddings/images", data={"model": name}, files=files)
-    assert response.status_code == 200, response.text
-    served = np.frombuffer(response.content, dtype="<f4").reshape(3, int(response.headers[BINARY_DIM_HEADER]))
-    decoded = [Image.open(io.BytesIO(data)).convert("RGB") for _, (_, data, _) in files]
-    np.testing.assert_allclose(served, embed_images(models[side], decoded), atol=1e-5)
-    body = service.post("/v1/embeddings", json={"model": name, "input": ["a crater"]}).json()
-    np.testing.assert_allclose(
-        body["data"][0]["embedding"], models[side].embed_texts(["a crater"])[0], atol=1e-5
-    )
+    blobs = png_files(3, step=7)  # 40, 47 and 54 pixels a side
+    served = served_images(service, name, blobs)
+    np.testing.assert_allclose(served, embed_images(models[side], decode(blobs)), atol=1e-5)
+    texts = served_texts(service, name, ["a crater"])
+    np.testing.assert_allclose(texts[0], models[side].embed_texts(["a crater"])[0], atol=1e-5)
 
 
 def test_the_service_refuses_an_instruction(service: TestClient) -> None:
@@ -276,9 +234,8 @@ def test_under_right_padding_each_request_is_embedded_as_its_own_batch(
 
     assert models["right"].batch_invariant is False and models["left"].batch_invariant is True
 
-    def embed(text: str) -> list[float]:
-        body = service.post("/v1/embeddings", json={"model": "tiny-e5v-right", "input": [text]}).json()
-        return body["data"][0]["embedding"]
+    def embed(text: str) -> np.ndarray:
+        return served_texts(service, "tiny-e5v-right", [text])[0]
 
     with concurrent.futures.ThreadPoolExecutor(len(TEXTS)) as pool:
         served = list(pool.map(embed, TEXTS))

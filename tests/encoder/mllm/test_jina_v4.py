@@ -3,7 +3,6 @@ repository lays it out, loaded through `load_model` and checked against the refe
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,32 +13,17 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from marsbench.encoder.adapters import RuntimeOptions, load_model
-from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
+from marsbench.encoder.adapters import load_model
+from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.adapters.mllm.jina_v4 import IMAGE_PROMPT, JinaV4Embedder
-from marsbench.encoder.app import create_app
-from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
-from marsbench.encoder.settings import EncoderSettings
-from marsbench.schemas.embeddings import BINARY_DIM_HEADER
-from tests.conftest import png_bytes
+from tests.encoder import serving
 from tests.encoder.mllm import tiny_qwen_vl
+from tests.encoder.serving import CPU, ProcessorSpy, embed, png_files, served_images, served_texts
 
-CPU = RuntimeOptions(device="cpu")
 OPTIONS = {"task": "retrieval", "text_prompt": "query"}
 TEXTS = ["a crater", "a field of yardangs on Mars seen from orbit", "an alluvial fan"]
-
-
-def spec_for(folder: Path, **options: str) -> ModelSpec:
-    return ModelSpec.model_validate(
-        {
-            "name": "tiny-jina",
-            "family": "jina_v4",
-            "source": f"local-dir:{folder}",
-            "options": OPTIONS | options,
-        }
-    )
 
 
 @pytest.fixture(scope="module")
@@ -47,42 +31,21 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_qwen_vl.write_tiny_jina_v4(tmp_path_factory.mktemp("jina") / "repo")
 
 
+def spec_for(folder: Path, **options: str) -> ModelSpec:
+    return serving.spec("tiny-jina", "jina_v4", f"local-dir:{folder}", options=OPTIONS | options)
+
+
 @pytest.fixture(scope="module")
 def model(folder: Path) -> JinaV4Embedder:
-    loaded = load_model(spec_for(folder), CPU)
-    assert isinstance(loaded, JinaV4Embedder)
-    return loaded
+    return serving.load(spec_for(folder), JinaV4Embedder)
 
 
 def images(n: int) -> list[Image.Image]:
-    return [
-        Image.open(io.BytesIO(png_bytes(i, size=40 + 9 * i, pattern=i % 3))).convert("RGB") for i in range(n)
-    ]
-
-
-def embed(
-    model: JinaV4Embedder, pictures: list[Image.Image], options: PromptOptions = DEFAULT_PROMPT
-) -> np.ndarray:
-    return model.embed_prepared([model.preprocess_image(p) for p in pictures], options)
-
-
-class Spy:
-    """Records what the embedder hands its processor."""
-
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
-        self.calls: list[dict[str, Any]] = []
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.calls.append(kwargs)
-        return self.processor(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.processor, name)
+    return serving.images(n, step=9)
 
 
 def test_prompts_sent_to_the_processor(model: JinaV4Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
-    spy = Spy(model.processor)
+    spy = ProcessorSpy(model.processor)
     monkeypatch.setattr(model, "processor", spy)
     model.embed_texts(["a crater", "dunes"])
     model.embed_texts(["a crater"], PromptOptions(prompt_name="passage"))
@@ -135,18 +98,14 @@ def _direct(model: JinaV4Embedder, inputs: Any) -> torch.Tensor:
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_pooling_matches_direct_hidden_states(model: JinaV4Embedder, side: str) -> None:
-    model.tokenizer.padding_side = side
-    try:
+    with serving.padding_on(model, side):
         texts = model.embed_texts(TEXTS)
         pictures = embed(model, images(3))
         text_inputs = model.processor(text=[f"Query: {t}" for t in TEXTS], padding=True, return_tensors="pt")
         picture_inputs = model.processor(
             text=[IMAGE_PROMPT] * 3, images=images(3), padding=True, return_tensors="pt"
         )
-    finally:
-        model.tokenizer.padding_side = model.padding_side
-    mask = text_inputs["attention_mask"]
-    assert bool((mask[:, 0] == 0).any() if side == "left" else (mask[:, -1] == 0).any()), "the batch must pad"
+    serving.assert_padded_on(side, text_inputs["attention_mask"])
     np.testing.assert_allclose(texts, _direct(model, text_inputs).numpy(), atol=1e-5)
     np.testing.assert_allclose(pictures, _direct(model, picture_inputs).numpy(), atol=1e-5)
     # Padding-aware positions and mean pooling: the side does not matter.
@@ -154,15 +113,7 @@ def test_pooling_matches_direct_hidden_states(model: JinaV4Embedder, side: str) 
 
 
 def test_vectors_are_normalised_and_batch_invariant(model: JinaV4Embedder) -> None:
-    texts = model.embed_texts(TEXTS)
-    pictures = embed(model, images(3))
-    assert texts.shape == pictures.shape == (3, model.dimension) == (3, 32)
-    for vectors in (texts, pictures):
-        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(texts, np.concatenate([model.embed_texts([t]) for t in TEXTS]), atol=1e-5)
-    alone = np.concatenate([embed(model, [p]) for p in images(3)])
-    np.testing.assert_allclose(pictures, alone, atol=1e-5)
-    assert not np.allclose(pictures[0], pictures[1])
+    serving.assert_unit_and_batch_invariant(model, TEXTS, images(3), dimension=32)
 
 
 def test_prompt_names_change_the_vector_and_instructions_are_refused(model: JinaV4Embedder) -> None:
@@ -211,25 +162,17 @@ def test_tasks_and_adapter_layouts(model: JinaV4Embedder, folder: Path, tmp_path
 
 @pytest.fixture(scope="module")
 def service(folder: Path) -> Iterator[TestClient]:
-    engine = EncoderEngine(
-        EncoderSettings(max_wait_ms=1, device="cpu"), specs={"tiny-jina": spec_for(folder)}
-    )
-    with TestClient(create_app(engine=engine)) as client:
+    with serving.serve({"tiny-jina": spec_for(folder)}) as client:
         yield client
 
 
 def test_the_service_returns_the_in_process_vectors(service: TestClient, model: JinaV4Embedder) -> None:
-    pictures = [png_bytes(i, size=40 + 9 * i, pattern=i % 3) for i in range(2)]
-    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(pictures)]
-    response = service.post("/v1/embeddings/images", data={"model": "tiny-jina"}, files=files)
-    assert response.status_code == 200, response.text
-    served = np.frombuffer(response.content, dtype="<f4").reshape(2, int(response.headers[BINARY_DIM_HEADER]))
+    served = served_images(service, "tiny-jina", png_files(2, step=9))
     np.testing.assert_allclose(served, embed(model, images(2)), atol=1e-6)
     for options in ({}, {"prompt_name": "passage"}):
-        body = service.post("/v1/embeddings", json={"model": "tiny-jina", "input": ["a crater"], **options})
-        assert body.status_code == 200, body.text
+        texts = served_texts(service, "tiny-jina", ["a crater"], **options)
         expected = model.embed_texts(["a crater"], PromptOptions(**options))[0]
-        np.testing.assert_allclose(body.json()["data"][0]["embedding"], expected, atol=1e-6)
+        np.testing.assert_allclose(texts[0], expected, atol=1e-6)
     refused = service.post(
         "/v1/embeddings", json={"model": "tiny-jina", "input": ["x"], "instruction": "Find."}
     )

@@ -7,7 +7,6 @@ rule for prompts, padding, positions and the pooled token.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -20,19 +19,25 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_model, prompt_card
+from marsbench.encoder.adapters import EmbeddingModel, load_model, prompt_card
 from marsbench.encoder.adapters.base import PromptOptions
-from marsbench.encoder.app import create_app
-from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
-from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
-from marsbench.schemas.embeddings import BINARY_DIM_HEADER
 from tests.conftest import png_bytes
+from tests.encoder import serving
 from tests.encoder.mllm import tiny_qwen2_vl as tiny
+from tests.encoder.serving import (
+    CPU,
+    REVISION,
+    ProcessorSpy,
+    decode,
+    embed,
+    png_files,
+    served_images,
+    served_texts,
+)
 
-CPU = RuntimeOptions(device="cpu")
 BOTH = frozenset({Modality.IMAGE, Modality.TEXT})
 PIXELS = {"min_pixels": tiny.MIN_PIXELS, "max_pixels": tiny.MAX_PIXELS}
 # The registry's options, with pixel bounds small enough for a tiny model.
@@ -55,14 +60,8 @@ EOT = tiny.TOKEN_ID["<|endoftext|>"]
 
 
 def spec_for(family: str, folder: Path, **options: Any) -> ModelSpec:
-    return ModelSpec.model_validate(
-        {
-            "name": f"tiny-{family}",
-            "family": family,
-            "source": f"local-dir:{folder}",
-            "modalities": BOTH,
-            "options": OPTIONS[family] | options,
-        }
+    return serving.spec(
+        f"tiny-{family}", family, f"local-dir:{folder}", modalities=BOTH, options=OPTIONS[family] | options
     )
 
 
@@ -86,52 +85,41 @@ def models(folders: dict[str, Path]) -> dict[str, EmbeddingModel]:
     return {f: load_model(spec_for(f, folder_of(f, folders)), CPU) for f in FAMILIES}
 
 
+@pytest.fixture(scope="module")
+def service(folders: dict[str, Path]) -> Iterator[TestClient]:
+    specs = {f"tiny-{f}": spec_for(f, folder_of(f, folders)) for f in FAMILIES}
+    with serving.serve(specs, max_loaded_models=4) as client:
+        yield client
+
+
 def pictures(n: int, start: int = 0) -> list[Image.Image]:
     """Images of different sizes and aspect ratios, so that batches pad."""
     sizes = [(40, 40), (90, 50), (60, 110), (75, 75), (20, 64)]
     out = []
     for i in range(start, start + n):
-        grey = Image.open(io.BytesIO(png_bytes(i, size=64, pattern=i % 3))).convert("RGB")
+        grey = decode([png_bytes(i, size=64, pattern=i % 3)])[0]
         out.append(grey.resize(sizes[i % len(sizes)]))
     return out
-
-
-def embed(
-    model: EmbeddingModel, images: list[Image.Image], options: PromptOptions | None = None
-) -> np.ndarray:
-    prepared = [model.preprocess_image(image) for image in images]
-    return model.embed_prepared(prepared) if options is None else model.embed_prepared(prepared, options)
 
 
 class Spy:
     """Records every processor call's text and the batches handed to the decoder."""
 
     def __init__(self, model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.texts: list[str] = []
+        self.processor = ProcessorSpy(model.processor)
         self.batches: list[dict[str, torch.Tensor]] = []
-        processor, hidden_states = model.processor, model.hidden_states
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.texts.extend(kwargs["text"])
-            return processor(*args, **kwargs)
+        hidden_states = model.hidden_states
 
         def record(inputs: Any) -> torch.Tensor:
             self.batches.append({k: v.clone() for k, v in dict(inputs).items()})
             return hidden_states(inputs)
 
-        monkeypatch.setattr(model, "processor", _Callable(processor, call))
+        monkeypatch.setattr(model, "processor", self.processor)
         monkeypatch.setattr(model, "hidden_states", record)
 
-
-class _Callable:
-    def __init__(self, wrapped: Any, call: Any) -> None:
-        self._wrapped, self._call = wrapped, call
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
+    @property
+    def texts(self) -> list[str]:
+        return [text for call in self.processor.calls for text in call["text"]]
 
 
 # -- what transformers computes directly ---------------------------------------------------------
@@ -423,61 +411,36 @@ def test_the_base_model_comes_from_a_pinned_hub_snapshot(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = tmp_path / "models--tiny--qwen2-vl" / "snapshots" / revision
-    shutil.copytree(folders["base"], snapshot)
+    cached = serving.pinned_snapshot(tmp_path, "tiny/qwen2-vl", folders["base"], monkeypatch)
     adapter = shutil.copytree(folders["adapter"], tmp_path / "adapter")
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(
         json.dumps(config | {"base_model_name_or_path": "tiny/qwen2-vl"})
     )
-    spec = spec_for("vlm2vec", adapter, base_revision=revision)
-    hub = load_model(spec, RuntimeOptions(device="cpu", cache_dir=str(tmp_path)))
+    hub = load_model(spec_for("vlm2vec", adapter, base_revision=REVISION), cached)
     np.testing.assert_allclose(hub.embed_texts(TEXTS), models["vlm2vec"].embed_texts(TEXTS), atol=1e-6)
     with pytest.raises(ModelLoadFailed, match="not in the local cache"):
-        load_model(
-            spec_for("vlm2vec", adapter, base_revision="f" * 40),
-            RuntimeOptions(device="cpu", cache_dir=str(tmp_path)),
-        )
+        load_model(spec_for("vlm2vec", adapter, base_revision="f" * 40), cached)
 
 
 # -- the HTTP service -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def service(folders: dict[str, Path]) -> Iterator[TestClient]:
-    specs = {f"tiny-{f}": spec_for(f, folder_of(f, folders)) for f in FAMILIES}
-    engine = EncoderEngine(EncoderSettings(max_wait_ms=1, max_loaded_models=4, device="cpu"), specs=specs)
-    with TestClient(create_app(engine=engine)) as client:
-        yield client
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_service_returns_the_in_process_vectors(
     service: TestClient, models: dict[str, EmbeddingModel], family: str
 ) -> None:
-    data = [png_bytes(i, size=40 + 9 * i, pattern=i % 3) for i in range(2)]
-    files = [("images", (f"{i}.png", blob, "image/png")) for i, blob in enumerate(data)]
-    response = service.post("/v1/embeddings/images", data={"model": f"tiny-{family}"}, files=files)
-    assert response.status_code == 200, response.text
-    served = np.frombuffer(response.content, dtype="<f4").reshape(2, int(response.headers[BINARY_DIM_HEADER]))
-    local = embed(models[family], [Image.open(io.BytesIO(blob)).convert("RGB") for blob in data])
-    np.testing.assert_allclose(served, local, atol=1e-5)
-    body = service.post("/v1/embeddings", json={"model": f"tiny-{family}", "input": TEXTS}).json()
-    np.testing.assert_allclose(
-        [row["embedding"] for row in body["data"]], models[family].embed_texts(TEXTS), atol=1e-5
-    )
+    blobs = png_files(2, step=9)
+    served = served_images(service, f"tiny-{family}", blobs)
+    np.testing.assert_allclose(served, embed(models[family], decode(blobs)), atol=1e-5)
+    texts = served_texts(service, f"tiny-{family}", TEXTS)
+    np.testing.assert_allclose(texts, models[family].embed_texts(TEXTS), atol=1e-5)
     if family == "vlm2vec":
         refused = service.post(
             "/v1/embeddings", json={"model": f"tiny-{family}", "input": TEXTS, "instruction": "x"}
         )
         assert refused.status_code == 422
     else:
-        asked = service.post(
-            "/v1/embeddings", json={"model": f"tiny-{family}", "input": TEXTS[:1], "instruction": "x"}
-        )
+        asked = served_texts(service, f"tiny-{family}", TEXTS[:1], instruction="x")
         expected = models[family].embed_texts(TEXTS[:1], PromptOptions(instruction="x"))
-        np.testing.assert_allclose(asked.json()["data"][0]["embedding"], expected[0], atol=1e-5)
+        np.testing.assert_allclose(asked[0], expected[0], atol=1e-5)

@@ -4,7 +4,6 @@ reference's rules."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from marsbench.encoder.adapters import RuntimeOptions, load_model
-from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
+from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.adapters.mllm.qwen3_vl import Qwen3VlEmbedder, smart_resize
-from marsbench.encoder.app import create_app
-from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.registry import ModelSpec
-from marsbench.encoder.settings import EncoderSettings
-from marsbench.schemas.embeddings import BINARY_DIM_HEADER
-from tests.conftest import png_bytes
+from tests.encoder import serving
 from tests.encoder.mllm import tiny_qwen_vl
+from tests.encoder.serving import ProcessorSpy, embed, png_files, served_images, served_texts
 
-CPU = RuntimeOptions(device="cpu")
 DEFAULT = "Represent the user's input."
 OPTIONS = {
     "text_instruction": DEFAULT,
@@ -37,59 +31,28 @@ OPTIONS = {
 TEXTS = ["a crater", "a field of yardangs on Mars seen from orbit", "an alluvial fan"]
 
 
-def spec_for(folder: Path) -> ModelSpec:
-    return ModelSpec.model_validate(
-        {
-            "name": "tiny-qwen3",
-            "family": "qwen3_vl_embedding",
-            "source": f"local-dir:{folder}",
-            "options": OPTIONS,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_qwen_vl.write_tiny_qwen3_vl_embedding(tmp_path_factory.mktemp("qwen3") / "repo")
 
 
+def spec_for(folder: Path) -> ModelSpec:
+    return serving.spec("tiny-qwen3", "qwen3_vl_embedding", f"local-dir:{folder}", options=OPTIONS)
+
+
 @pytest.fixture(scope="module")
 def model(folder: Path) -> Qwen3VlEmbedder:
-    loaded = load_model(spec_for(folder), CPU)
-    assert isinstance(loaded, Qwen3VlEmbedder)
-    return loaded
+    return serving.load(spec_for(folder), Qwen3VlEmbedder)
 
 
 def images(n: int) -> list[Image.Image]:
-    return [
-        Image.open(io.BytesIO(png_bytes(i, size=40 + 30 * i, pattern=i % 3))).convert("RGB") for i in range(n)
-    ]
-
-
-def embed(
-    model: Qwen3VlEmbedder, pictures: list[Image.Image], options: PromptOptions = DEFAULT_PROMPT
-) -> np.ndarray:
-    return model.embed_prepared([model.preprocess_image(p) for p in pictures], options)
-
-
-class Spy:
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
-        self.calls: list[dict[str, Any]] = []
-
-    def __call__(self, **kwargs: Any) -> Any:
-        self.calls.append(kwargs)
-        self.last = self.processor(**kwargs)
-        return self.last
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.processor, name)
+    return serving.images(n, step=30)
 
 
 def test_the_prompts_are_the_rendered_chat_template(
     model: Qwen3VlEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = Spy(model.processor)
+    spy = ProcessorSpy(model.processor)
     monkeypatch.setattr(model, "processor", spy)
     model.embed_texts(["a crater"])
     embed(model, images(1))
@@ -120,7 +83,7 @@ def test_images_are_pre_resized_to_multiples_of_32(
     wide = Image.new("RGB", (200, 100), (10, 120, 200))
     prepared = model.preprocess_image(wide)
     assert prepared.size == (192, 96) and prepared.mode == "RGB"
-    spy = Spy(model.processor)
+    spy = ProcessorSpy(model.processor)
     monkeypatch.setattr(model, "processor", spy)
     model.embed_prepared([prepared])
     # do_resize=False: the grid is the pre-resized image's (96/16 x 192/16 patches), not the
@@ -142,8 +105,7 @@ def _direct(model: Qwen3VlEmbedder, inputs: Any) -> torch.Tensor:
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pooling_matches_direct_hidden_states(model: Qwen3VlEmbedder, side: str) -> None:
-    model.tokenizer.padding_side = side
-    try:
+    with serving.padding_on(model, side):
         texts = model.embed_texts(TEXTS)
         pictures = [model.preprocess_image(p) for p in images(3)]
         vectors = model.embed_prepared(pictures)
@@ -157,24 +119,14 @@ def test_pooling_matches_direct_hidden_states(model: Qwen3VlEmbedder, side: str)
             do_resize=False,
             return_tensors="pt",
         )
-    finally:
-        model.tokenizer.padding_side = model.padding_side
-    mask = text_inputs["attention_mask"]
-    assert bool((mask[:, 0] == 0).any() if side == "left" else (mask[:, -1] == 0).any()), "the batch must pad"
+    serving.assert_padded_on(side, text_inputs["attention_mask"])
     np.testing.assert_allclose(texts, _direct(model, text_inputs).numpy(), atol=1e-5)
     np.testing.assert_allclose(vectors, _direct(model, picture_inputs).numpy(), atol=1e-5)
 
 
 def test_vectors_are_normalised_and_batch_invariant(model: Qwen3VlEmbedder) -> None:
-    texts = model.embed_texts(TEXTS)
-    pictures = embed(model, images(3))
-    assert texts.shape == pictures.shape == (3, model.dimension) == (3, 32)
-    for vectors in (texts, pictures):
-        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # Right padding and the last real token: a row does not see the batch's padding.
-    np.testing.assert_allclose(texts, np.concatenate([model.embed_texts([t]) for t in TEXTS]), atol=1e-5)
-    np.testing.assert_allclose(pictures, np.concatenate([embed(model, [p]) for p in images(3)]), atol=1e-5)
-    assert not np.allclose(pictures[0], pictures[1])
+    serving.assert_unit_and_batch_invariant(model, TEXTS, images(3), dimension=32)
 
 
 def test_instructions_change_the_vector(model: Qwen3VlEmbedder) -> None:
@@ -196,26 +148,16 @@ def test_instructions_change_the_vector(model: Qwen3VlEmbedder) -> None:
 
 @pytest.fixture(scope="module")
 def service(folder: Path) -> Iterator[TestClient]:
-    engine = EncoderEngine(
-        EncoderSettings(max_wait_ms=1, device="cpu"), specs={"tiny-qwen3": spec_for(folder)}
-    )
-    with TestClient(create_app(engine=engine)) as client:
+    with serving.serve({"tiny-qwen3": spec_for(folder)}) as client:
         yield client
 
 
 def test_the_service_returns_the_in_process_vectors(service: TestClient, model: Qwen3VlEmbedder) -> None:
-    pictures = [png_bytes(i, size=40 + 30 * i, pattern=i % 3) for i in range(2)]
-    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(pictures)]
-    response = service.post(
-        "/v1/embeddings/images", data={"model": "tiny-qwen3", "instruction": "Find it."}, files=files
-    )
-    assert response.status_code == 200, response.text
-    served = np.frombuffer(response.content, dtype="<f4").reshape(2, int(response.headers[BINARY_DIM_HEADER]))
+    served = served_images(service, "tiny-qwen3", png_files(2, step=30), instruction="Find it.")
     np.testing.assert_allclose(
         served, embed(model, images(2), PromptOptions(instruction="Find it.")), atol=1e-6
     )
     for options in ({}, {"instruction": "Retrieve images of the landform"}):
-        body = service.post("/v1/embeddings", json={"model": "tiny-qwen3", "input": ["a crater"], **options})
-        assert body.status_code == 200, body.text
+        texts = served_texts(service, "tiny-qwen3", ["a crater"], **options)
         expected = model.embed_texts(["a crater"], PromptOptions(**options))[0]
-        np.testing.assert_allclose(body.json()["data"][0]["embedding"], expected, atol=1e-6)
+        np.testing.assert_allclose(texts[0], expected, atol=1e-6)

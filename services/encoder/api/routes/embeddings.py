@@ -14,13 +14,16 @@ from marsbench.encoder.core.images import data_uri_bytes
 from marsbench.schemas.common import Modality
 from marsbench.schemas.embeddings import (
     BINARY_DIM_HEADER,
+    BINARY_DTYPE_HEADER,
     BINARY_MEDIA_TYPE,
     BINARY_MODEL_HEADER,
     BINARY_ROWS_HEADER,
+    WIRE_DTYPES,
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     Usage,
+    WireDtype,
 )
 
 router = APIRouter(prefix="/v1/embeddings", tags=["embeddings"])
@@ -37,7 +40,7 @@ async def create_embeddings(request: EmbeddingRequest, engine: EngineDep) -> Emb
         vectors = await engine.embed_images(request.model, blobs, options)
         tokens = 0
     data = [
-        EmbeddingData(index=i, embedding=_encode(row, request.encoding_format))
+        EmbeddingData(index=i, embedding=_encode(row, request.encoding_format, request.dtype))
         for i, row in enumerate(vectors)
     ]
     model = engine.resolve(request.model).name
@@ -51,6 +54,7 @@ async def embed_image_files(
     images: Annotated[list[UploadFile], File(description="Encoded image files, in order.")],
     instruction: Annotated[str | None, Form(max_length=2000, description="As in /v1/embeddings.")] = None,
     prompt_name: Annotated[str | None, Form(max_length=100, description="As in /v1/embeddings.")] = None,
+    dtype: Annotated[WireDtype, Form(description="Row element type: float32, or float16.")] = "float32",
 ) -> Response:
     """Bulk path for indexers: multipart files in, N x D little-endian float32 rows out."""
     blobs = [await image.read() for image in images]
@@ -61,11 +65,13 @@ async def embed_image_files(
         BINARY_ROWS_HEADER: str(rows),
         BINARY_DIM_HEADER: str(dim),
         BINARY_MODEL_HEADER: engine.resolve(model).name,
+        BINARY_DTYPE_HEADER: dtype,
     }
-    return Response(vectors.astype("<f4").tobytes(), media_type=BINARY_MEDIA_TYPE, headers=headers)
+    body = vectors.astype(WIRE_DTYPES[dtype]).tobytes()
+    return Response(body, media_type=BINARY_MEDIA_TYPE, headers=headers)
 
 
-def _encode(row: np.ndarray, encoding_format: str) -> list[float] | str:
+def _encode(row: np.ndarray, encoding_format: str, dtype: str) -> list[float] | str:
     if encoding_format == "base64":
-        return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+        return base64.b64encode(row.astype(WIRE_DTYPES[dtype]).tobytes()).decode("ascii")
     return row.tolist()
