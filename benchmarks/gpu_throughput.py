@@ -173,8 +173,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--arch", action="append", help="Other open_clip architectures (smoke runs).")
     parser.add_argument("--json")
     args = parser.parse_args()
+    models = {arch: arch for arch in args.arch} if args.arch else MODELS
     device = torch.device(args.device)
     seconds = 2.0 if args.quick else args.seconds
     batch = 4 if args.quick else args.batch
@@ -185,7 +187,7 @@ def main() -> None:
     print(f"device: {name}; measured dense {kind} matmul: {peak:.1f} TFLOP/s")
     columns = ("model", "GFLOP/img", "img/s raw", "TFLOP/s", "of peak", "img/s service", "service/raw")
     print("{:<24} {:>10} {:>10} {:>8} {:>8} {:>14} {:>12}".format(*columns))
-    for label, arch in MODELS.items():
+    for label, arch in models.items():
         raw = raw_throughput(arch, device, batch, seconds)
         served = service_throughput(
             arch, args.device, 2 if args.quick else args.clients, batch, seconds, args.port

@@ -97,10 +97,12 @@ def main() -> None:
         f"tensor, {args.threads} threads": (tensor, args.threads),
     }
     samples: dict[str, list[float]] = {name: [] for name in conditions}
+    # Preprocessing runs on pool threads, one item each: torch ops inside it run single-threaded,
+    # as in the encoder (intra-op threads on 224-px tensors cost more than they save).
     torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for _ in range(args.rounds):  # interleaved, so that load changes hit every condition alike
         for name, (fn, threads) in conditions.items():
-            torch.set_num_threads(1 if threads > 1 else torch_threads)  # no oversubscription
             samples[name].append(per_item_ms(fn, blobs, threads))
     torch.set_num_threads(torch_threads)
 

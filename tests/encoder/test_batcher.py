@@ -114,3 +114,31 @@ async def test_per_request_batches_are_the_callers_groups(executor: ThreadPoolEx
     assert sorted(recorder.sizes) == [1, 2, 3]
     assert [r[:, 0].tolist() for r in results] == [[1, 2, 3], [4], [5, 6]]
     await batcher.close()
+
+
+async def test_an_idle_device_takes_a_lone_request_without_waiting(executor: ThreadPoolExecutor) -> None:
+    """With a shared activity record, the batcher collects only while a forward runs."""
+    from marsbench.encoder.core.batcher import DeviceActivity
+
+    recorder = Recorder()
+    batcher = make(recorder, executor, max_wait_s=2.0, activity=DeviceActivity())
+    started = asyncio.get_running_loop().time()
+    await batcher.submit([1])
+    assert asyncio.get_running_loop().time() - started < 1.0  # not the 2 s collection window
+    await batcher.close()
+
+
+async def test_items_arriving_during_a_forward_share_the_next_batch(executor: ThreadPoolExecutor) -> None:
+    from marsbench.encoder.core.batcher import DeviceActivity
+
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make(recorder, executor, max_wait_s=0.05, activity=DeviceActivity())
+    first = asyncio.ensure_future(batcher.submit([1]))
+    await asyncio.sleep(0.05)  # the first forward is running (held by the gate)
+    rest = [asyncio.ensure_future(batcher.submit([i])) for i in (2, 3, 4)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(first, *rest)
+    assert recorder.sizes == [1, 3]
+    await batcher.close()

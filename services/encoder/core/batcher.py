@@ -41,6 +41,15 @@ class _Request(Generic[T]):
         return len(self.items) - self.taken
 
 
+class DeviceActivity:
+    """Forwards in flight on one device, shared by every batcher that runs on it. A batcher only
+    waits for more items while the device is busy: an idle device takes a lone request at once
+    (no collection delay at low load), and under load batches fill during the running forward."""
+
+    def __init__(self) -> None:
+        self.running = 0
+
+
 @dataclass(frozen=True)
 class BatcherStats:
     queued_items: int
@@ -59,6 +68,7 @@ class DynamicBatcher(Generic[T]):
         max_wait_s: float,
         max_queued_items: int,
         per_request: bool = False,
+        activity: DeviceActivity | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -69,6 +79,7 @@ class DynamicBatcher(Generic[T]):
         self._max_wait_s = max_wait_s
         self._max_queued = max_queued_items
         self._per_request = per_request
+        self._activity = activity
         self._queue: deque[_Request[T]] = deque()
         self._queued_items = 0
         self._wakeup = asyncio.Event()
@@ -117,7 +128,7 @@ class DynamicBatcher(Generic[T]):
         while True:
             await self._wakeup.wait()
             deadline = loop.time() + self._max_wait_s
-            while not self._per_request and self._queued_items < self.max_batch_size:
+            while not self._per_request and self._queued_items < self.max_batch_size and self._device_busy():
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
@@ -129,6 +140,10 @@ class DynamicBatcher(Generic[T]):
                 self._wakeup.clear()
             if parts:
                 await self._run(parts)
+
+    def _device_busy(self) -> bool:
+        # Without a shared activity record, always collect for max_wait_s (the plain policy).
+        return self._activity is None or self._activity.running > 0
 
     def _take_batch(self) -> list[tuple[_Request[T], int, int]]:
         """Pop up to max_batch_size items in FIFO order, as (request, start, stop) slices."""
@@ -157,6 +172,8 @@ class DynamicBatcher(Generic[T]):
 
     async def _run(self, parts: list[tuple[_Request[T], int, int]]) -> None:
         batch = [item for request, start, stop in parts for item in request.items[start:stop]]
+        if self._activity is not None:
+            self._activity.running += 1
         try:
             rows = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, batch)
         except Exception as exc:  # one bad batch fails its requests, never the batcher
@@ -164,6 +181,9 @@ class DynamicBatcher(Generic[T]):
             for request, _, _ in parts:
                 self._fail(request, exc)
             return
+        finally:
+            if self._activity is not None:
+                self._activity.running -= 1
         self._batches += 1
         self._items += len(batch)
         offset = 0

@@ -29,7 +29,7 @@ from marsbench.encoder.adapters import (
     prompt_card,
 )
 from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
-from marsbench.encoder.core.batcher import DynamicBatcher
+from marsbench.encoder.core.batcher import DeviceActivity, DynamicBatcher
 from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
 from marsbench.encoder.core.images import decode_image, decode_tensor
 from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model, weights_stamp
@@ -94,6 +94,7 @@ class EncoderEngine:
         self._load_locks: dict[str, asyncio.Lock] = {}
         # One forward at a time per device; decoding and resizing on their own threads.
         self._device_pool = ThreadPoolExecutor(1, thread_name_prefix="forward")
+        self._device_activity = DeviceActivity()
         self._cpu_pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
 
     async def __aenter__(self) -> EncoderEngine:
@@ -188,6 +189,7 @@ class EncoderEngine:
                 name,
                 run,
                 per_request=per_request,
+                activity=self._device_activity,
                 executor=self._device_pool,
                 max_batch_size=batch,
                 max_wait_s=self.settings.max_wait_ms / 1000,

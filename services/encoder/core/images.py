@@ -22,7 +22,7 @@ def data_uri_bytes(value: str, index: int) -> bytes:
 
 def decode_tensor(data: bytes, index: int, *, max_pixels: int) -> torch.Tensor:
     """Decode to a (3, H, W) uint8 RGB tensor, for preprocessing that resizes tensors: the pixels
-    are PIL's, and everything after decoding runs in torch without the GIL."""
+    are PIL's (the same as the PIL path's), everything after decoding runs in torch."""
     image = decode_image(data, index, max_pixels=max_pixels)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy, as torch wants
 
