@@ -11,6 +11,7 @@ from marsbench.client import EncoderClient
 from marsbench.evaluator.api.errors import install_error_handlers
 from marsbench.evaluator.api.router import api_router
 from marsbench.evaluator.core.runs import RunService
+from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.evaluator.settings import EvaluatorSettings
 from marsbench.store import VectorStore
 
@@ -26,7 +27,8 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
         encoder = EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s)
         app.state.store = active_store
         app.state.encoder = encoder
-        app.state.runs = RunService(active_store, encoder, settings.runs_dir())
+        warm = WarmIndexCache(int(settings.warm_index_gb * 2**30)) if settings.warm_index_gb > 0 else None
+        app.state.runs = RunService(active_store, encoder, settings.runs_dir(), warm_indexes=warm)
         try:
             yield
         finally:

@@ -14,5 +14,12 @@ class EvaluatorSettings(ServiceSettings):
         default=None, description="Where run records are written; default `<data_dir>/runs`."
     )
 
+    warm_index_gb: float = Field(
+        default=8.0,
+        ge=0,
+        description="GiB of geo-collection vectors the evaluator keeps in memory for exact top-k "
+        "(one matrix product per query); larger collections, or 0, use the engine's exact search.",
+    )
+
     def runs_dir(self) -> Path:
         return self.results_dir or self.data_dir / "runs"

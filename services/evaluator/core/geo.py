@@ -12,6 +12,8 @@ from marsbench.datasets.geo import ground_truth_path, load_ground_truth, query_i
 from marsbench.datasets.records import SkipLog
 from marsbench.evaluator.core.errors import InvalidRun
 from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.warm_index import ORDER_RULE as WARM_ORDER_RULE
+from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.evaluator.metrics.geo import GeoCurve, exact_curve, parity_curve
 from marsbench.schemas.runs import QueryMode, RunCreate
 from marsbench.store import Hit, VectorStore
@@ -39,6 +41,7 @@ class GeoOutcome:
     gt_lonlat: np.ndarray
     query: GeoQuery
     skipped_gt_rows: list[str]
+    order_rule: str = ORDER_RULE
 
 
 def build_geo_query(encoder: QueryEncoder, model: str, dataset_dir: Path, request: RunCreate) -> GeoQuery:
@@ -83,7 +86,13 @@ def ranked_locations(hits: list[Hit]) -> np.ndarray:
 
 
 def evaluate_geo(
-    store: VectorStore, encoder: QueryEncoder, *, collection: str, dataset_dir: Path, request: RunCreate
+    store: VectorStore,
+    encoder: QueryEncoder,
+    *,
+    collection: str,
+    dataset_dir: Path,
+    request: RunCreate,
+    warm: WarmIndexCache | None = None,
 ) -> GeoOutcome:
     landform = request.landform or ""
     gt_file = ground_truth_path(dataset_dir, landform)
@@ -95,14 +104,20 @@ def evaluate_geo(
     except DatasetError as exc:
         raise InvalidRun(str(exc)) from exc
     query = build_geo_query(encoder, request.model, dataset_dir, request)
-    hits = store.search_batch(
-        collection, query.vector[None, :], using=GEO.image_vector, limit=request.top_k, exact=True
-    )[0]
-    ranked = ranked_locations(hits)
+    dim = store.collection_info(collection).vectors[GEO.image_vector]
+    index = warm.get(store, collection, using=GEO.image_vector, dim=dim) if warm is not None else None
+    if index is not None:
+        ranked, order_rule = index.ranked_lonlat(query.vector, request.top_k), WARM_ORDER_RULE
+    else:
+        hits = store.search_batch(
+            collection, query.vector[None, :], using=GEO.image_vector, limit=request.top_k, exact=True
+        )[0]
+        ranked, order_rule = ranked_locations(hits), ORDER_RULE
     options = {"radius_deg": request.radius_deg, "max_k": request.top_k}
     curves = {
         "parity": parity_curve(ranked, gt, **options),
         "exact": exact_curve(ranked, gt, **options),
         "exact_great_circle": exact_curve(ranked, gt, distance="great_circle", **options),
     }
-    return GeoOutcome(curves, ranked, gt, query, [f"{s.key}: {s.reason}" for s in skipped.items])
+    notes = [f"{s.key}: {s.reason}" for s in skipped.items]
+    return GeoOutcome(curves, ranked, gt, query, notes, order_rule)

@@ -17,13 +17,14 @@ from typing import Any
 
 from marsbench.datasets.errors import DatasetError
 from marsbench.evaluator.core.errors import InvalidRun, NotIndexed, RunNotFound
-from marsbench.evaluator.core.geo import ORDER_RULE, evaluate_geo
+from marsbench.evaluator.core.geo import evaluate_geo
 from marsbench.evaluator.core.landform import TIE_RULE, evaluate_landform
 from marsbench.evaluator.core.maps import draw_geo_map
 from marsbench.evaluator.core.paired import TIE_RULE as PAIRED_TIE_RULE
 from marsbench.evaluator.core.paired import TOP_K as PAIRED_TOP_K
 from marsbench.evaluator.core.paired import evaluate_paired
 from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.files import write_text_atomic
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.models import ModelInfo
@@ -43,9 +44,17 @@ Fields = dict[str, Any]
 
 
 class RunService:
-    def __init__(self, store: VectorStore, encoder: QueryEncoder, runs_dir: Path) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        encoder: QueryEncoder,
+        runs_dir: Path,
+        *,
+        warm_indexes: WarmIndexCache | None = None,
+    ) -> None:
         self._store = store
         self._encoder = encoder
+        self._warm = warm_indexes
         self._dir = runs_dir
         self._dir.mkdir(parents=True, exist_ok=True)
         self._evaluators: dict[TaskName, Callable[[RunCreate, str, str], Fields]] = {
@@ -165,6 +174,7 @@ class RunService:
             collection=collection,
             dataset_dir=Path(request.dataset_dir),
             request=request,
+            warm=self._warm,
         )
         parity = outcome.curves[PARITY]
         map_name = f"{run_id}.map.png"
@@ -197,7 +207,7 @@ class RunService:
                 "temperature": request.temperature,
                 "prompts": outcome.query.prompts,
                 "query_images": outcome.query.query_images,
-                "order_rule": ORDER_RULE,
+                "order_rule": outcome.order_rule,
             },
             "counts": {
                 "retrieved": len(outcome.ranked_lonlat),
