@@ -22,7 +22,13 @@ from marsbench.tasks.geo import LOCATION_FIELD
 log = logging.getLogger(__name__)
 
 SCORE_DECIMALS = 6
-ORDER_RULE = f"score rounded to {SCORE_DECIMALS} decimals descending, point id ascending within ties"
+# Within a group of equal rounded scores the raw float32 score decides first, as faiss's order does
+# in the reference (docs/parity.md, "What marsbench would need for parity on ties"); exact ties fall
+# back to the point id, a deterministic order.
+ORDER_RULE = (
+    f"score rounded to {SCORE_DECIMALS} decimals descending, then raw float32 score descending, "
+    "then point id ascending"
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,8 @@ class WarmIndex:
         scores = self.vectors @ np.asarray(query, dtype=np.float32)
         k = min(k, scores.shape[0])
         top = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(k)
-        rounded = np.round(scores[top].astype(np.float64), SCORE_DECIMALS)
-        order = np.lexsort((self.id_rank[top], -rounded))
+        raw = scores[top].astype(np.float64)
+        order = np.lexsort((self.id_rank[top], -raw, -np.round(raw, SCORE_DECIMALS)))
         return self.lonlat[top[order]]
 
 
