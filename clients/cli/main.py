@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from marsbench.cli.errors import CommandError
 from marsbench.cli.tables import models_table
 from marsbench.client import MarsbenchError
+from marsbench.datasets.errors import DatasetError
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import QueryMode
 
@@ -85,7 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float, default=0.1, help="Geo hybrid: softmax temperature.")
     run.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
     run.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
+    run.add_argument(
+        "--encoder-url",
+        default=os.environ.get("MARSBENCH_ENCODER_URL"),
+        help="With running services: the encoder, for model cards (geo routes image-only models).",
+    )
     _add_data_dir(run)
+
+    bench = commands.add_parser(
+        "benchmark",
+        help="Run a grid of tasks x models x query modes from a config file; resumable; leaderboard.",
+        description="Runs every (task, model, caption key / landform, query mode) the YAML config asks "
+        "for, skipping runs whose records are already in the out folder, and ends with a leaderboard "
+        "per task (printed, and written as leaderboard.md and leaderboard-<task>.csv). Exit status 1 "
+        "when any run failed; rerun to retry just those. Examples: configs/demo.yaml, configs/paper.yaml.",
+    )
+    bench.add_argument("--config", required=True, type=Path, help="The grid's YAML config file.")
+    bench.add_argument("--out", type=Path, help="Records and leaderboard (default: the config's 'out').")
+    bench.add_argument("--dry-run", action="store_true", help="Print the plan and the runs left; run none.")
+    bench.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
+    bench.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
+    bench.add_argument(
+        "--encoder-url",
+        default=os.environ.get("MARSBENCH_ENCODER_URL"),
+        help="With running services: an encoder (comma-separated replicas) for the model cards.",
+    )
+    _add_data_dir(bench)
 
     models = commands.add_parser(
         "models",
@@ -151,7 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from marsbench.cli.run import ServiceUrls, model_reference, services
 
     model = model_reference(args.model, args.checkpoint)
-    urls = ServiceUrls(indexer=args.indexer_url, evaluator=args.evaluator_url)
+    urls = ServiceUrls(indexer=args.indexer_url, evaluator=args.evaluator_url, encoder=args.encoder_url)
     with services(urls, data_dir=_data_dir(args.data_dir)) as running:
         task = TaskName(args.task)
         if task is TaskName.GEOLOCALIZATION:
@@ -236,6 +262,16 @@ def _run_geo(args: argparse.Namespace, urls: StackUrls, model: str, progress: Jo
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from marsbench.cli.benchmark import run_benchmark
+    from marsbench.cli.run import ServiceUrls
+
+    urls = ServiceUrls(indexer=args.indexer_url, evaluator=args.evaluator_url, encoder=args.encoder_url)
+    return run_benchmark(
+        args.config, out_dir=args.out, urls=urls, data_dir=_data_dir(args.data_dir), dry_run=args.dry_run
+    )
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     if args.url:
         from marsbench.client import EncoderClient
@@ -268,6 +304,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "data": _cmd_data,
     "run": _cmd_run,
+    "benchmark": _cmd_benchmark,
     "models": _cmd_models,
     "jobs": _cmd_list,
     "collections": _cmd_list,
@@ -281,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (CommandError, MarsbenchError) as exc:
+    except (CommandError, MarsbenchError, DatasetError) as exc:
         print(f"marsbench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -20,10 +20,12 @@ ProgressFn = Callable[[JobStatus], None]
 
 @dataclass(frozen=True)
 class ServiceUrls:
-    """Running services to use; when the indexer or evaluator is missing, the CLI starts its own."""
+    """Running services to use; when the indexer or evaluator is missing, the CLI starts its own.
+    `encoder` (comma-separated replicas) is for commands that read model cards themselves."""
 
     indexer: str | None = None
     evaluator: str | None = None
+    encoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def model_reference(model: str, checkpoint: Path | None) -> str:
 @contextmanager
 def services(urls: ServiceUrls, *, data_dir: Path) -> Iterator[StackUrls]:
     if urls.indexer and urls.evaluator:
-        yield StackUrls(encoder="", indexer=urls.indexer, evaluator=urls.evaluator)
+        yield StackUrls(encoder=urls.encoder or "", indexer=urls.indexer, evaluator=urls.evaluator)
         return
     if urls.indexer or urls.evaluator:
         raise CommandError("give both --indexer-url and --evaluator-url, or neither to run the services here")
@@ -150,6 +152,11 @@ def run_geolocalization(
 ) -> list[SavedRun]:
     """One index job, then one run per (landform, query mode). Modes the model cannot serve (text
     and hybrid for an image-only model) are left out up front and reported through `on_skip`."""
+    if not urls.encoder:
+        raise CommandError(
+            "geo-localization with running services needs --encoder-url (or MARSBENCH_ENCODER_URL): "
+            "the encoder's model card says which query modes the model can serve"
+        )
     with EncoderClient(urls.encoder) as encoder:
         offered = encoder.model_info(model, load=False).modalities
     servable = servable_modes(offered, modes)

@@ -29,3 +29,16 @@ def test_models_json_includes_a_registry_file(tmp_path: Path, capsys: pytest.Cap
     cards = {card["id"]: card for card in map(json.loads, capsys.readouterr().out.splitlines())}
     assert cards["lab"]["family"] == "open_clip" and cards["lab"]["status"] == "available"
     assert set(cards) == {*registered_specs(), "lab"}
+
+
+def test_geo_runs_against_running_services_need_the_encoder_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MARSBENCH_ENCODER_URL", raising=False)
+    args = ["run", "geolocalization", "--dataset-dir", str(tmp_path), "--model", "marsbench-tiny",
+            "--out", str(tmp_path / "out"),
+            "--indexer-url", "http://127.0.0.1:9", "--evaluator-url", "http://127.0.0.1:9"]  # fmt: skip
+    assert main(args) != 0  # no catalogue here: a clear error, not a traceback
+    assert "no ground_truth/ folder" in capsys.readouterr().err
+    assert main([*args, "--landform", "crater"]) != 0
+    assert "--encoder-url" in capsys.readouterr().err
