@@ -28,13 +28,18 @@ def open_store(
     api_key: str | None = None,
     **cluster_opts: Unpack[ClusterOptions],
 ) -> VectorStore:
-    """`ServerStore` for `qdrant_url`, else `EmbeddedStore` under ``data_dir / "qdrant"``."""
+    """`ServerStore` for `qdrant_url`, else `EmbeddedStore` under ``data_dir / "qdrant"``.
+
+    The cluster options reach `ServerStore` (None: the server's own default). The embedded engine
+    keeps one local shard per collection, so it ignores them; a value other than 1 is logged.
+    """
     if qdrant_url:
         # Imported here: qdrant-client takes over a second to import, which embedded runs skip.
         from marsbench.store.server import ServerStore
 
         return ServerStore(qdrant_url, api_key=api_key, **cluster_opts)
-    ignored = sorted(k for k, v in cluster_opts.items() if v is not None and k != "timeout")
+    # 1 is what the embedded engine does anyway (one shard, one copy, a write applied once).
+    ignored = sorted(k for k, v in cluster_opts.items() if v not in (None, 1) and k != "timeout")
     if ignored:
         # One embedded shard per collection: there is nothing to shard or replicate.
         logger.warning("no QDRANT_URL: the embedded store ignores %s", ", ".join(ignored))

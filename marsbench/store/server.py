@@ -49,7 +49,12 @@ _SCHEMA_TYPES = {
 
 
 class ServerStore:
-    """`VectorStore` over a Qdrant server; the cluster options apply to collections it creates."""
+    """`VectorStore` over a Qdrant server or cluster.
+
+    `shard_number`, `replication_factor` and `write_consistency_factor` (services: `QDRANT_SHARD_NUMBER`,
+    ... in `StoreSettings`) go to `create_collection` for the collections this store creates; None
+    leaves the server's default. An existing collection keeps the layout it was created with.
+    """
 
     def __init__(
         self,
