@@ -1,5 +1,6 @@
-"""The warm geo index ranks exactly as the engine's exact search does, and stays in step with the
-collection it mirrors."""
+"""The warm geo index ranks as the engine's exact search does (on data without near-ties; at full
+scale the two sum the 1,024 products in different orders, see docs/performance.md), and stays in
+step with the collection it mirrors."""
 
 from __future__ import annotations
 
