@@ -89,7 +89,8 @@ class WarmIndexCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self._indexes: dict[str, WarmIndex] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dicts
+        self._building: dict[str, threading.Lock] = {}  # one build at a time per collection
 
     def get(self, store: VectorStore, collection: str, *, using: str, dim: int) -> WarmIndex | None:
         """The collection's warm index, built or rebuilt as needed; None when it would not fit the
@@ -98,13 +99,18 @@ class WarmIndexCache:
         if count * dim * 4 > self.budget_bytes:
             return None
         with self._lock:
-            current = self._indexes.get(collection)
-            if current is not None and current.count == count:
-                return current
-            self._indexes.pop(collection, None)  # free the stale copy before reading the new one
-            self._evict_for(count * dim * 4)
+            build_lock = self._building.setdefault(collection, threading.Lock())
+        # A build reads the whole collection (minutes at 1.4M tiles): other collections go on.
+        with build_lock:
+            with self._lock:
+                current = self._indexes.get(collection)
+                if current is not None and current.count == count:
+                    return current
+                self._indexes.pop(collection, None)  # free the stale copy before reading the new one
+                self._evict_for(count * dim * 4)
             index = WarmIndex.build(store, collection, using=using)
-            self._indexes[collection] = index
+            with self._lock:
+                self._indexes[collection] = index
             return index
 
     def _evict_for(self, need: int) -> None:
