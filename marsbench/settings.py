@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from marsbench.security import AccessSettings, DatasetRootSettings
+
 if TYPE_CHECKING:
     from marsbench.store import VectorStore
 
@@ -88,8 +90,11 @@ class StoreSettings(BaseSettings):
         )
 
 
-class ServiceSettings(StoreSettings):
-    """Settings of a service that stores vectors and calls the encoder."""
+class ServiceSettings(StoreSettings, AccessSettings, DatasetRootSettings):
+    """Settings of a service that stores vectors and calls the encoder; the API key (also sent to the
+    encoder), the body limit and the dataset roots come from `marsbench.security`."""
+
+    model_config = SettingsConfigDict(env_prefix="MARSBENCH_", extra="ignore")
 
     encoder_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8001"],

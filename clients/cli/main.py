@@ -17,8 +17,10 @@ from marsbench.cli.errors import CommandError
 from marsbench.cli.tables import models_table
 from marsbench.client import MarsbenchError
 from marsbench.datasets.errors import DatasetError
+from marsbench.observability import configure_logging
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import QueryMode
+from marsbench.security import StartupRefused
 
 if TYPE_CHECKING:
     from marsbench.cli.progress import JobProgress
@@ -48,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="Run encoder, indexer and evaluator in one process.")
     _add_data_dir(serve)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to listen on. Beyond loopback, MARSBENCH_API_KEY and MARSBENCH_DATASET_ROOTS are "
+        "required (docs/reliability.md).",
+    )
     serve.add_argument("--encoder-port", type=int, default=8001)
     serve.add_argument("--indexer-port", type=int, default=8002)
     serve.add_argument("--evaluator-port", type=int, default=8003)
@@ -313,12 +320,14 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    if args.command == "serve":  # services log structured lines with request ids (marsbench.observability)
+        configure_logging(level)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (CommandError, MarsbenchError, DatasetError) as exc:
+    except (CommandError, MarsbenchError, DatasetError, StartupRefused) as exc:
         print(f"marsbench: error: {exc}", file=sys.stderr)
         return 2
 

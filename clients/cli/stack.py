@@ -67,13 +67,22 @@ class LocalStack:
         self._sockets = [_bind(host, port) for port in ports]
         self.urls = StackUrls(*(_url(host, sock) for sock in self._sockets))
         common = {"data_dir": data_dir, "qdrant_url": qdrant_url}
+        # The bind host decides whether the services need an API key and dataset roots
+        # (marsbench.security); each refuses to start when they would listen beyond loopback without.
+        backend = {**common, "encoder_urls": [self.urls.encoder], "host": host}
+        encoder = (encoder_settings or EncoderSettings()).model_copy(update={"host": host})
         self._store = StoreSettings(**common).open_store()
-        backend = {**common, "encoder_urls": [self.urls.encoder]}
-        apps: list[FastAPI] = [
-            create_encoder(encoder_settings or EncoderSettings()),
-            create_indexer(IndexerSettings(**backend), store=self._store),
-            create_evaluator(EvaluatorSettings(**backend), store=self._store),
-        ]
+        try:
+            apps: list[FastAPI] = [
+                create_encoder(encoder),
+                create_indexer(IndexerSettings(**backend), store=self._store),
+                create_evaluator(EvaluatorSettings(**backend), store=self._store),
+            ]
+        except BaseException:
+            self._store.close()
+            for sock in self._sockets:
+                sock.close()
+            raise
         self._servers = [
             uvicorn.Server(
                 uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5)

@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
+from marsbench.client._auth import auth_headers
 from marsbench.client._errors import ApiError, ServiceUnavailable
+from marsbench.observability import request_id_headers
 
 # Statuses worth retrying: overload (honouring Retry-After) and a service (re)starting.
 _RETRY_STATUS = {429, 502, 503, 504}
@@ -34,7 +36,7 @@ class BaseClient:
         self._cycle = itertools.cycle(range(len(self.urls)))
         self._retries = retries
         self._backoff_s = backoff_s
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = auth_headers(api_key)  # the argument, else MARSBENCH_API_KEY
         self._http = httpx.Client(timeout=timeout, headers=headers, transport=transport)
 
     def close(self) -> None:
@@ -48,6 +50,8 @@ class BaseClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send to the next replica; retry connection failures and retryable statuses."""
+        # Inside a service's request (or a job it started), the caller's request id goes along.
+        kwargs["headers"] = {**request_id_headers(), **(kwargs.get("headers") or {})}
         last: Exception | None = None
         for attempt in range(self._retries + 1):
             base = self.urls[next(self._cycle)].rstrip("/")

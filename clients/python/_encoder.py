@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import numpy as np
 
@@ -28,7 +29,11 @@ class EncoderClient(BaseClient):
         """The model's card. With `load` (default) the encoder loads the model if needed, so the
         card carries its dimension; without, it answers from its registry (modalities, source)."""
         params = None if load else {"load": "false"}
-        return ModelInfo.model_validate(self.request("GET", f"/v1/models/{model}", params=params).json())
+        # Percent-encoded: a reference may hold '?', '#', spaces or control characters (found by
+        # tests/fuzz); the encoder's `{ref:path}` route decodes it back. surrogatepass: a lone
+        # surrogate from a JSON body becomes an unknown model (404), not a client crash.
+        path = quote(model.encode("utf-8", "surrogatepass"), safe=":@/+")
+        return ModelInfo.model_validate(self.request("GET", f"/v1/models/{path}", params=params).json())
 
     def embed_texts(
         self,

@@ -12,6 +12,12 @@ class Modality(StrEnum):
     IMAGE = "image"
 
 
+# Model references, including ad hoc ones with a checkpoint path ('open_clip:<arch>@/path/to/ckpt.pt').
+MAX_REF_CHARS = 1000
+# Dataset folders named in requests (Linux's PATH_MAX).
+MAX_PATH_CHARS = 4096
+
+
 class StrictModel(BaseModel):
     """Base of request models: unknown fields are rejected with a 422."""
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from marsbench.schemas.common import Modality, StrictModel
+from marsbench.schemas.common import MAX_REF_CHARS, Modality, StrictModel
 
 # The binary endpoint answers with N x D little-endian float32 rows; these headers give N and D.
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -26,8 +26,14 @@ WireDtype = Literal["float32", "float16"]
 
 
 class EmbeddingRequest(StrictModel):
-    model: str = Field(description="Registered model name or ad hoc reference (see GET /v1/models).")
-    input: str | list[str] = Field(description="Texts, or images as base64 data URIs.")
+    model: str = Field(
+        max_length=MAX_REF_CHARS,
+        description="Registered model name or ad hoc reference (see GET /v1/models).",
+    )
+    input: str | list[str] = Field(
+        description="Texts, or images as base64 data URIs. At most MARSBENCH_ENCODER_MAX_ITEMS_PER_REQUEST "
+        "items and MARSBENCH_ENCODER_MAX_TEXT_CHARS characters a text (413 beyond)."
+    )
     modality: Modality = Modality.TEXT
     encoding_format: Literal["float", "base64"] = "float"
     dtype: WireDtype = Field(
@@ -45,7 +51,7 @@ class EmbeddingRequest(StrictModel):
         max_length=100,
         description="Named prompt for models that define them (jina-embeddings-v4: 'query', 'passage').",
     )
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=256)
 
     @field_validator("input")
     @classmethod

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from marsbench.schemas.common import StrictModel
+from marsbench.schemas.common import MAX_PATH_CHARS, MAX_REF_CHARS, StrictModel
 
 
 class TaskName(StrEnum):
@@ -25,11 +25,22 @@ class JobState(StrEnum):
 
 class JobCreate(StrictModel):
     task: TaskName
-    model: str = Field(description="Model reference, e.g. 'marsbench-tiny' or 'open_clip:ViT-B-32@/ckpt.pt'.")
-    dataset_dir: str = Field(description="The task's published `dataset/` folder, as the indexer sees it.")
-    batch_size: int | None = Field(default=None, ge=1, le=4096, description="Images per encoder request.")
+    model: str = Field(
+        max_length=MAX_REF_CHARS,
+        description="Model reference, e.g. 'marsbench-tiny' or 'open_clip:ViT-B-32@/ckpt.pt'.",
+    )
+    dataset_dir: str = Field(
+        max_length=MAX_PATH_CHARS,
+        description="The task's published `dataset/` folder, as the indexer sees it; under "
+        "MARSBENCH_DATASET_ROOTS when set.",
+    )
+    # At most the encoder's MARSBENCH_ENCODER_MAX_ITEMS_PER_REQUEST ceiling (and Starlette's 1,000
+    # files per multipart form): a larger batch could never be sent.
+    batch_size: int | None = Field(default=None, ge=1, le=1000, description="Images per encoder request.")
     caption_key: str | None = Field(
-        default=None, description="Paired task: the caption field to embed (default refined_caption)."
+        default=None,
+        max_length=100,
+        description="Paired task: the caption field to embed (default refined_caption).",
     )
 
     def dataset_options(self) -> dict[str, str]:

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, model_validator
 
-from marsbench.schemas.common import StrictModel
+from marsbench.schemas.common import MAX_PATH_CHARS, MAX_REF_CHARS, StrictModel
 from marsbench.schemas.jobs import TaskName
 
 RUN_RECORD_VERSION = 1
@@ -21,16 +21,23 @@ class QueryMode(StrEnum):
 
 class RunCreate(StrictModel):
     task: TaskName
-    model: str
-    dataset_dir: str = Field(description="The dataset the collection was indexed from.")
-    max_k: int | None = Field(
-        default=None, ge=1, description="Landform: ranking cut-off; None ranks everything."
+    model: str = Field(max_length=MAX_REF_CHARS)
+    dataset_dir: str = Field(
+        max_length=MAX_PATH_CHARS,
+        description="The dataset the collection was indexed from; under MARSBENCH_DATASET_ROOTS when set.",
     )
-    caption_key: str | None = Field(default=None, description="Paired: the caption field (refined_caption).")
+    max_k: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Landform: ranking cut-off; None ranks everything."
+    )
+    caption_key: str | None = Field(
+        default=None, max_length=100, description="Paired: the caption field (refined_caption)."
+    )
     top_lists: bool = Field(
         default=False, description="Paired: keep each query's top-10 list as an artifact."
     )
-    landform: str | None = Field(default=None, description="Geo-localization: the landform to find.")
+    landform: str | None = Field(
+        default=None, max_length=100, description="Geo-localization: the landform to find."
+    )
     query_mode: QueryMode | None = Field(default=None, description="Geo-localization: text, image or hybrid.")
     top_k: int = Field(default=20_000, ge=1, le=1_000_000, description="Geo: tiles retrieved (exact search).")
     radius_deg: float = Field(default=0.5, gt=0, le=10, description="Geo: hit radius in degrees.")

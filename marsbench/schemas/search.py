@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
-from marsbench.schemas.common import StrictModel
+from marsbench.schemas.common import MAX_REF_CHARS, StrictModel
+
+# A query is a caption or a class prompt: far below the encoder's MARSBENCH_ENCODER_MAX_TEXT_CHARS.
+MAX_QUERY_CHARS = 10_000
 
 
 class Region(StrictModel):
@@ -28,9 +31,11 @@ class Region(StrictModel):
 
 
 class SearchRequest(StrictModel):
-    collection: str
-    model: str = Field(description="The model the collection was indexed with (embeds the query).")
-    text: str | None = None
+    collection: str = Field(max_length=255)
+    model: str = Field(
+        max_length=MAX_REF_CHARS, description="The model the collection was indexed with (embeds the query)."
+    )
+    text: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
     image: str | None = Field(default=None, description="A base64 data URI.")
     k: int = Field(default=10, ge=1, le=1_000, description="Hits per page.")
     offset: int = Field(

@@ -11,6 +11,8 @@ from marsbench.encoder.api.errors import install_error_handlers
 from marsbench.encoder.api.router import api_router
 from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.settings import EncoderSettings
+from marsbench.observability import install_observability
+from marsbench.security import install_security
 
 
 def create_app(settings: EncoderSettings | None = None, *, engine: EncoderEngine | None = None) -> FastAPI:
@@ -32,4 +34,6 @@ def create_app(settings: EncoderSettings | None = None, *, engine: EncoderEngine
     app.state.engine = engine
     install_error_handlers(app)
     app.include_router(api_router)
+    install_security(app, engine.settings)  # before observability: its middleware then sees our 401s/413s
+    install_observability(app, "encoder")
     return app

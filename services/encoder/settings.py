@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from marsbench.security import AccessSettings
 from marsbench.settings import split_list
 
 
-class EncoderSettings(BaseSettings):
+class EncoderSettings(AccessSettings):
+    """Also the API key and MARSBENCH_HOST (`marsbench.security`), read without the encoder's prefix."""
+
     model_config = SettingsConfigDict(env_prefix="MARSBENCH_ENCODER_", extra="ignore")
 
     preload: Annotated[list[str], NoDecode] = Field(
@@ -45,6 +48,25 @@ class EncoderSettings(BaseSettings):
         default=8192, ge=1, description="Backpressure: beyond this many queued items requests get 429."
     )
     max_image_pixels: int = Field(default=64_000_000, ge=1, description="Larger images are refused (422).")
+    # Request limits: each refusal is a 413 naming its setting. 256 MiB carries a batch of 1,000
+    # 512-px PNG tiles with room to spare; Starlette's multipart parser caps files at 1,000 anyway.
+    max_body_mb: float = Field(default=256.0, gt=0, description="Largest request body in MiB (413).")
+    max_items_per_request: int = Field(
+        default=1000, ge=1, le=1000, description="Texts or images in one request (413 beyond)."
+    )
+    max_text_chars: int = Field(
+        default=20_000,
+        ge=1,
+        description="Characters in one text (413 beyond); within it, each model's tokenizer truncates "
+        "to its own context length.",
+    )
+    request_timeout_s: float | None = Field(
+        default=240.0,
+        gt=0,
+        description="Seconds a request may wait in the queue and the forward once its model is loaded; "
+        "beyond, 504 and its queued items are dropped. Below the callers' MARSBENCH_ENCODER_TIMEOUT_S "
+        "(300), so they read the reason instead of timing out. Model loading is not counted.",
+    )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     gpu_precision: Literal["fp32", "bf16", "fp16"] = Field(
         default="bf16", description="Autocast dtype on GPU; the CPU always runs fp32."

@@ -13,6 +13,8 @@ from marsbench.evaluator.api.router import api_router
 from marsbench.evaluator.core.runs import RunService
 from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.evaluator.settings import EvaluatorSettings
+from marsbench.observability import install_observability
+from marsbench.security import install_security
 from marsbench.store import VectorStore
 
 
@@ -24,7 +26,9 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         active_store = store or settings.open_store()
-        encoder = EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s)
+        encoder = EncoderClient(
+            settings.encoder_urls, timeout=settings.encoder_timeout_s, api_key=settings.key()
+        )
         app.state.store = active_store
         app.state.encoder = encoder
         warm = WarmIndexCache(int(settings.warm_index_gb * 2**30)) if settings.warm_index_gb > 0 else None
@@ -39,4 +43,6 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
     app = FastAPI(title="marsbench evaluator", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(api_router)
+    install_security(app, settings)  # before observability: its middleware then sees our 401s/413s
+    install_observability(app, "evaluator")
     return app

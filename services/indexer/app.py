@@ -12,6 +12,8 @@ from marsbench.indexer.api.errors import install_error_handlers
 from marsbench.indexer.api.router import api_router
 from marsbench.indexer.core.jobs import JobManager
 from marsbench.indexer.settings import IndexerSettings
+from marsbench.observability import install_observability
+from marsbench.security import install_security
 from marsbench.store import VectorStore
 
 
@@ -23,7 +25,9 @@ def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         active_store = store or settings.open_store()
-        encoder = EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s)
+        encoder = EncoderClient(
+            settings.encoder_urls, timeout=settings.encoder_timeout_s, api_key=settings.key()
+        )
         jobs = JobManager(
             active_store,
             encoder,
@@ -45,4 +49,6 @@ def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | 
     app = FastAPI(title="marsbench indexer", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(api_router)
+    install_security(app, settings)  # before observability: its middleware then sees our 401s/413s
+    install_observability(app, "indexer")
     return app

@@ -8,7 +8,7 @@ from marsbench.settings import ServiceSettings
 
 
 class IndexerSettings(ServiceSettings):
-    index_batch_size: int = Field(default=64, ge=1, description="Images per encoder request.")
+    index_batch_size: int = Field(default=64, ge=1, le=1000, description="Images per encoder request.")
     index_in_flight: int = Field(
         default=3, ge=1, description="Batches being encoded or written at once (overlaps I/O and compute)."
     )

@@ -12,6 +12,7 @@ from marsbench.encoder.core.errors import (
     ModelLoadFailed,
     ModelTooLarge,
     Overloaded,
+    TimedOut,
     UnknownModel,
     UnsupportedModality,
 )
@@ -25,6 +26,7 @@ STATUS: dict[type[EncoderError], int] = {
     ModelLoadFailed: 503,
     ModelTooLarge: 507,
     Overloaded: 429,
+    TimedOut: 504,
 }
 
 
@@ -39,6 +41,8 @@ async def _encoder_error(request: Request, exc: Exception) -> JSONResponse:
         detail["index"] = exc.index
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if isinstance(exc, TimedOut):
+        detail |= {"setting": "MARSBENCH_ENCODER_REQUEST_TIMEOUT_S", "limit": exc.timeout_s}
     return error_response(exc, status, detail=detail, headers=headers)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -69,6 +70,7 @@ class DynamicBatcher(Generic[T]):
         max_queued_items: int,
         per_request: bool = False,
         activity: DeviceActivity | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -80,6 +82,8 @@ class DynamicBatcher(Generic[T]):
         self._max_queued = max_queued_items
         self._per_request = per_request
         self._activity = activity
+        # Told each successful batch's size and forward seconds (the service's metrics).
+        self._on_batch = on_batch
         self._queue: deque[_Request[T]] = deque()
         self._queued_items = 0
         self._wakeup = asyncio.Event()
@@ -174,6 +178,7 @@ class DynamicBatcher(Generic[T]):
         batch = [item for request, start, stop in parts for item in request.items[start:stop]]
         if self._activity is not None:
             self._activity.running += 1
+        started = time.perf_counter()
         try:
             rows = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, batch)
         except Exception as exc:  # one bad batch fails its requests, never the batcher
@@ -186,6 +191,8 @@ class DynamicBatcher(Generic[T]):
                 self._activity.running -= 1
         self._batches += 1
         self._items += len(batch)
+        if self._on_batch is not None:
+            self._on_batch(len(batch), time.perf_counter() - started)
         offset = 0
         for request, start, stop in parts:
             count = stop - start

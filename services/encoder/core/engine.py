@@ -78,6 +78,19 @@ class ServedModel:
         self.model.close()
 
 
+class EncoderObserver:
+    """Told what the engine does, for metrics; this one ignores it (the service installs a Prometheus
+    one: marsbench.observability.EncoderMetrics)."""
+
+    def batch_done(self, batcher: str, items: int, seconds: float) -> None: ...
+
+    def model_loaded(self, model: str, seconds: float) -> None: ...
+
+    def model_load_failed(self, model: str) -> None: ...
+
+    def model_unloaded(self, model: str) -> None: ...
+
+
 class EncoderEngine:
     def __init__(
         self, settings: EncoderSettings | None = None, *, specs: dict[str, ModelSpec] | None = None
@@ -96,6 +109,7 @@ class EncoderEngine:
         self._device_pool = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self._device_activity = DeviceActivity()
         self._cpu_pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
+        self.observer: EncoderObserver = EncoderObserver()
 
     async def __aenter__(self) -> EncoderEngine:
         await self.start()
@@ -111,8 +125,9 @@ class EncoderEngine:
             await self.model(ref)
 
     async def stop(self) -> None:
-        for served in self._served.values():
+        for name, served in self._served.items():
             await served.close()
+            self.observer.model_unloaded(name)
         self._served.clear()
         self._device_pool.shutdown(wait=True, cancel_futures=True)
         self._cpu_pool.shutdown(wait=True, cancel_futures=True)
@@ -121,6 +136,18 @@ class EncoderEngine:
 
     def resolve(self, ref: str) -> ModelSpec:
         return resolve_model(ref, self._specs)
+
+    def loaded_models(self) -> list[str]:
+        return list(self._served)
+
+    def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Items waiting for a forward pass, per (model, modality)."""
+        depths: dict[tuple[str, str], int] = {}
+        for name, served in list(self._served.items()):
+            for (modality, _), batcher in list(served.batchers.items()):
+                key = (name, modality.value)
+                depths[key] = depths.get(key, 0) + batcher.stats().queued_items
+        return depths
 
     def missing_preloads(self) -> list[str]:
         return [ref for ref in self.settings.preload if self.resolve(ref).name not in self._served]
@@ -163,11 +190,16 @@ class EncoderEngine:
         log.info("loading model %s", spec.name)
         started = time.perf_counter()
         weights = weights_stamp(spec)  # taken before loading: describes what is about to be read
-        model = await asyncio.to_thread(load_model, spec, self._options)
+        try:
+            model = await asyncio.to_thread(load_model, spec, self._options)
+        except Exception:
+            self.observer.model_load_failed(spec.name)
+            raise
         try:
             self._check_fits(spec.name, model.memory_bytes, budget)
         except ModelTooLarge:
             model.close()
+            self.observer.model_load_failed(spec.name)
             raise
         if spec.dimension is not None and spec.dimension != model.dimension:
             log.warning("model %s: registry says dimension %d, loaded model gives %d", spec.name,
@@ -179,6 +211,7 @@ class EncoderEngine:
             model.memory_bytes / GIB,
             time.perf_counter() - started,
         )
+        self.observer.model_loaded(spec.name, time.perf_counter() - started)
         await self._evict_for_room(model.memory_bytes, budget)
         batch = self.settings.max_batch_size or spec.default_batch_size
 
@@ -194,6 +227,7 @@ class EncoderEngine:
                 max_batch_size=batch,
                 max_wait_s=self.settings.max_wait_ms / 1000,
                 max_queued_items=self.settings.max_queued_items,
+                on_batch=partial(self._batch_done, name),
             )
 
         served = ServedModel(
@@ -201,6 +235,10 @@ class EncoderEngine:
         )
         self._served[spec.name] = served
         return served
+
+    def _batch_done(self, batcher: str, items: int, seconds: float) -> None:
+        # Looked up per batch, not bound at batcher creation: the observer is set after the engine.
+        self.observer.batch_done(batcher, items, seconds)
 
     def memory_budget_bytes(self) -> int | None:
         """Bytes of weights the encoder keeps loaded on its device (None: no limit)."""
@@ -245,6 +283,7 @@ class EncoderEngine:
                 "unloading %s to make room (%d models, budget %s bytes)", idle[0], len(self._served), budget
             )
             await victim.close()
+            self.observer.model_unloaded(idle[0])
 
     # -- embeddings ---------------------------------------------------------------------------
 

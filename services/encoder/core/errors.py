@@ -7,7 +7,8 @@ EncoderError
 ├── InvalidInput          422  an undecodable image or bad input, naming the item's index
 ├── ModelLoadFailed       503  weights missing or unreadable (the message says which file)
 ├── ModelTooLarge         507  the model cannot fit the encoder's memory budget
-└── Overloaded            429  the model's queue is full; retry later
+├── Overloaded            429  the model's queue is full; retry later
+└── TimedOut              504  queue and forward took longer than MARSBENCH_ENCODER_REQUEST_TIMEOUT_S
 """
 
 from __future__ import annotations
@@ -58,3 +59,12 @@ class Overloaded(EncoderError):
     def __init__(self, model: str, queued: int, retry_after_s: float) -> None:
         super().__init__(f"model {model!r} has {queued} items queued; retry in {retry_after_s:.1f} s")
         self.retry_after_s = retry_after_s
+
+
+class TimedOut(EncoderError):
+    def __init__(self, model: str, timeout_s: float) -> None:
+        super().__init__(
+            f"model {model!r} did not answer within {timeout_s:g} s (MARSBENCH_ENCODER_REQUEST_TIMEOUT_S); "
+            "its queued items were dropped, retry later or send fewer items"
+        )
+        self.timeout_s = timeout_s

@@ -8,6 +8,7 @@ collection while its job is active returns that job.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -147,8 +148,13 @@ class JobManager:
     # -- running ----------------------------------------------------------------------------
 
     def _start(self, job_id: str, batch_size: int | None) -> None:
+        # In the submitting request's context: its request id follows the job's logs and encoder calls.
+        context = contextvars.copy_context()
         thread = threading.Thread(
-            target=self._run, args=(job_id, batch_size or self._batch_size), name=f"job-{job_id}", daemon=True
+            target=context.run,
+            args=(self._run, job_id, batch_size or self._batch_size),
+            name=f"job-{job_id}",
+            daemon=True,
         )
         self._threads[job_id] = thread
         thread.start()
@@ -256,7 +262,11 @@ class JobManager:
 
 
 def _open_source(task: IndexedTask, dataset_dir: Path, options: dict[str, str]) -> ImageSource:
-    if not dataset_dir.is_dir():
+    try:
+        exists = dataset_dir.is_dir()
+    except OSError as exc:  # a name too long or otherwise unusable (found by tests/fuzz): the caller's fault
+        raise InvalidJob(f"dataset folder {str(dataset_dir)[:200]!r}: {exc.strerror}") from None
+    if not exists:
         raise InvalidJob(
             f"dataset folder {dataset_dir} does not exist (give the task's published 'dataset/' folder)"
         )

@@ -8,6 +8,7 @@ reported by key; the rest of its batch is sent again.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import threading
@@ -108,7 +109,9 @@ class IndexPipeline:
                         _raise_first(finished)
                     if self._units is not None:
                         self._units.submitted(record.unit for record in batch)
-                    running.add(pool.submit(self._process, batch))
+                    # A copy per batch (one context cannot run on two threads at once): the job's
+                    # request id then reaches the encoder from the pool's threads too.
+                    running.add(pool.submit(contextvars.copy_context().run, self._process, batch))
                     self._flush_read_units()
                 finished, _ = wait(running)
                 _raise_first(finished)

@@ -7,14 +7,17 @@ from fastapi.responses import FileResponse
 
 from marsbench.evaluator.api.deps import RunsDep
 from marsbench.schemas.runs import RunCreate, RunList, RunRecord
+from marsbench.security import DatasetRootsDep
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_run(request: RunCreate, runs: RunsDep) -> RunRecord:
-    """Evaluate now (seconds for the landform task) and return the stored record."""
-    return runs.create(request)
+def create_run(request: RunCreate, runs: RunsDep, roots: DatasetRootsDep) -> RunRecord:
+    """Evaluate now (seconds for the landform task) and return the stored record.
+    The folder must lie under MARSBENCH_DATASET_ROOTS (403 otherwise)."""
+    dataset_dir = str(roots.confine(request.dataset_dir))
+    return runs.create(request.model_copy(update={"dataset_dir": dataset_dir}))
 
 
 @router.get("")

@@ -6,14 +6,18 @@ from fastapi import APIRouter, status
 
 from marsbench.indexer.api.deps import JobsDep
 from marsbench.schemas.jobs import JobCreate, JobList, JobStatus
+from marsbench.security import DatasetRootsDep
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
-def create_job(request: JobCreate, jobs: JobsDep) -> JobStatus:
-    """Index a dataset into the collection for (task, model, data); returns the job at once."""
-    return jobs.submit(request)
+def create_job(request: JobCreate, jobs: JobsDep, roots: DatasetRootsDep) -> JobStatus:
+    """Index a dataset into the collection for (task, model, data); returns the job at once.
+    The folder must lie under MARSBENCH_DATASET_ROOTS (403 otherwise)."""
+    # The resolved path goes on: the job reads what was checked, even if a link changes later.
+    dataset_dir = str(roots.confine(request.dataset_dir))
+    return jobs.submit(request.model_copy(update={"dataset_dir": dataset_dir}))
 
 
 @router.get("")
