@@ -31,6 +31,17 @@ def _data_dir(value: str | None) -> Path:
     return Path(value or os.environ.get("MARSBENCH_DATA_DIR", ".marsbench"))
 
 
+def _add_service_urls(parser: argparse.ArgumentParser) -> None:
+    """Running services to use instead of starting them here."""
+    parser.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
+    parser.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
+    parser.add_argument(
+        "--encoder-url",
+        default=os.environ.get("MARSBENCH_ENCODER_URL"),
+        help="With running services: the encoder (comma-separated replicas), for model cards.",
+    )
+
+
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="Embedded store, job state and runs (default: $MARSBENCH_DATA_DIR or .marsbench)"
@@ -91,13 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--radius-deg", type=float, default=0.5, help="Geo: hit radius in degrees.")
     run.add_argument("--mix-ratio", type=float, default=0.3, help="Geo hybrid: weight of the image part.")
     run.add_argument("--temperature", type=float, default=0.1, help="Geo hybrid: softmax temperature.")
-    run.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
-    run.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
-    run.add_argument(
-        "--encoder-url",
-        default=os.environ.get("MARSBENCH_ENCODER_URL"),
-        help="With running services: the encoder, for model cards (geo routes image-only models).",
-    )
+    _add_service_urls(run)
     _add_data_dir(run)
 
     bench = commands.add_parser(
@@ -111,13 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", required=True, type=Path, help="The grid's YAML config file.")
     bench.add_argument("--out", type=Path, help="Records and leaderboard (default: the config's 'out').")
     bench.add_argument("--dry-run", action="store_true", help="Print the plan and the runs left; run none.")
-    bench.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
-    bench.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
-    bench.add_argument(
-        "--encoder-url",
-        default=os.environ.get("MARSBENCH_ENCODER_URL"),
-        help="With running services: an encoder (comma-separated replicas) for the model cards.",
-    )
+    _add_service_urls(bench)
     _add_data_dir(bench)
 
     models = commands.add_parser(
