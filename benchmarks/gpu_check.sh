@@ -6,7 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-[ -x "$PY" ] || PY=python3
+if [ ! -x "$PY" ]; then
+  # A lent GPU machine has python3 with torch and transformers but cannot download: carry the
+  # missing wheels in .wheels/ (docs/performance.md, "GPU") and install them without an index.
+  PY=python3
+  if [ -d .wheels ]; then
+    "$PY" -m pip install -q --no-index --find-links .wheels .wheels/*.whl
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation .
+  fi
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 timeout 450 "$PY" -u benchmarks/gpu_throughput.py --seconds 15 --batch 128 --clients 8 --json "${OUT:-/tmp}/gpu.json"
