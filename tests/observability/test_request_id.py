@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -133,6 +133,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
         yield urls
 
 
+def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Access lines are written once a response has gone out, on the server's thread: a caller
+    can hold the answer a moment before the line exists."""
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return check()
+
+
 def _encoder_lines(caplog: pytest.LogCaptureFixture, request_id: str) -> list[logging.LogRecord]:
     return [
         r
@@ -158,18 +167,22 @@ def test_the_id_follows_indexer_and_evaluator_calls_into_the_encoder(
                 break
             time.sleep(0.1)
         assert job["state"] == "succeeded", job
-        routes = {r.route for r in _encoder_lines(caplog, "trace-index")}
         # The job's model lookup and its image batches, on the job's and the pipeline's threads.
-        assert {"/v1/models/{ref:path}", "/v1/embeddings/images"} <= routes
+        wanted = {"/v1/models/{ref:path}", "/v1/embeddings/images"}
+        assert _eventually(lambda: wanted <= {r.route for r in _encoder_lines(caplog, "trace-index")})
 
         search = {"collection": job["collection"], "model": "marsbench-tiny", "text": "a crater", "k": 3}
         found = http.post(f"{stack.evaluator}/v1/search", json=search, headers={REQUEST_ID_HEADER: "trace-s"})
         assert found.status_code == 200, found.text
         assert found.headers[REQUEST_ID_HEADER] == "trace-s"
-        assert {r.route for r in _encoder_lines(caplog, "trace-s")} == {"/v1/embeddings"}
+        assert _eventually(lambda: {r.route for r in _encoder_lines(caplog, "trace-s")} == {"/v1/embeddings"})
+
         # The evaluator's own line for the same request, under the same id.
-        assert any(
-            r.service == "evaluator" and r.route == "/v1/search"
-            for r in caplog.records
-            if getattr(r, "request_id", None) == "trace-s"
-        )
+        def evaluator_line() -> bool:
+            return any(
+                r.service == "evaluator" and r.route == "/v1/search"
+                for r in caplog.records
+                if getattr(r, "request_id", None) == "trace-s"
+            )
+
+        assert _eventually(evaluator_line)
