@@ -335,7 +335,9 @@ def _iter_shard(unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
     def report(issue: ShardIssue) -> None:
         nonlocal failed
         failed = failed or issue.fatal
-        skips.add(issue.shard, issue.reason)
+        # Keyed by the reason too when reading goes on: a later fatal issue of the same shard
+        # must not be folded into an earlier minor one (the log keeps one entry per key).
+        skips.add(issue.shard if issue.fatal else f"{issue.shard}: {issue.reason}", issue.reason)
 
     for sample in iter_tar_samples(unit.path, report, shard=unit.name):
         base = member_file_name(sample.key)

@@ -1,0 +1,215 @@
+"""Bad data and a failing encoder during an indexing job (issue 9, item 5).
+
+Each bad item is skipped and reported by name (shard, member or row) while the rest is indexed;
+an encoder that goes away mid-job fails the job with its reason, and asking again completes it
+without duplicates. Runs the real JobManager on an embedded store with the fake encoder.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from marsbench.client import ServiceUnavailable
+from marsbench.datasets.coords import tile_name
+from marsbench.datasets.geo import DEFAULT_VARIANT
+from marsbench.indexer.core.jobs import JobManager
+from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
+from marsbench.store import EmbeddedStore, point_id
+from tests.conftest import png_bytes
+from tests.fakes import FakeEncoder
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with EmbeddedStore(tmp_path / "qdrant") as opened:
+        yield opened
+
+
+def manager(store: EmbeddedStore, tmp_path: Path, encoder: FakeEncoder | None = None) -> JobManager:
+    return JobManager(store, encoder or FakeEncoder(), tmp_path / "jobs", batch_size=2, in_flight=1)
+
+
+def run_job(jobs: JobManager, task: TaskName, dataset: Path) -> JobStatus:
+    job = jobs.submit(JobCreate(task=task, model="fake", dataset_dir=str(dataset)))
+    return jobs.wait(job.id, 60)
+
+
+def skipped(job: JobStatus) -> dict[str, str]:
+    return {item.key: item.reason for item in job.skipped_items}
+
+
+def tar_bytes(members: Sequence[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def tile(i: int) -> str:
+    return tile_name(float(i), float(-i))
+
+
+# ----------------------------------------------------------------------------- bad shards and members
+
+
+@pytest.fixture
+def geo_dataset(tmp_path: Path) -> Path:
+    """One source, five shards: two good ones around a corrupt, a truncated and an empty one."""
+    root = tmp_path / "geo"
+    source = root / "tiles" / DEFAULT_VARIANT / "thumb" / "src"
+    source.mkdir(parents=True)
+    (source / "000000.tar").write_bytes(
+        tar_bytes(
+            [
+                (tile(0), png_bytes(0)),
+                (tile(0).replace(".png", ".json"), b"{}"),  # a sidecar: not a tile, ignored
+                (tile(1), b""),  # a zero-byte image
+                (tile(2), b"this is text, not an image"),  # a non-image member named .png
+                ("README", b"no extension"),
+                (tile(3), png_bytes(3)),
+            ]
+        )
+    )
+    (source / "000001.tar").write_bytes(b"\x07garbage" * 300)  # corrupt: no tar at all
+    whole = tar_bytes([(tile(10), png_bytes(10)), (tile(11), png_bytes(11))])
+    first_member = 512 + -(-len(png_bytes(10)) // 512) * 512
+    (source / "000002.tar").write_bytes(whole[: first_member + 512 + 40])  # cut inside the 2nd member
+    (source / "000003.tar").write_bytes(b"")  # empty (0 bytes)
+    # A minor issue (a member without extension) before a fatal one (cut mid-member): both reported.
+    damaged = tar_bytes([("NOTES", b"x"), (tile(30), png_bytes(30)), (tile(31), png_bytes(31))])
+    (source / "000005.tar").write_bytes(damaged[: 3 * 512 + len(png_bytes(30)) + 512 + 10])
+    (source / "000004.tar").write_bytes(tar_bytes([(tile(20), png_bytes(20)), (tile(21), png_bytes(21))]))
+    return root
+
+
+def test_bad_shards_and_members_are_skipped_by_name_and_the_rest_indexed(
+    store: EmbeddedStore, tmp_path: Path, geo_dataset: Path
+) -> None:
+    job = run_job(manager(store, tmp_path), TaskName.GEOLOCALIZATION, geo_dataset)
+    assert job.state is JobState.SUCCEEDED, job.error
+    good = [f"src/{tile(i)}" for i in (0, 3, 10, 20, 21, 30)]
+    assert job.done == len(good) and store.count(job.collection) == len(good)
+    assert {p.id for p in store.retrieve(job.collection, [point_id(k) for k in good])} == {
+        point_id(k) for k in good
+    }
+    reasons = skipped(job)
+    assert reasons[f"src/{tile(1)}"] == "empty image (0 bytes)"
+    assert "cannot decode image" in reasons[f"src/{tile(2)}"]
+    assert "src/000000.tar" not in reasons  # read to its end: only its bad member is reported
+    assert reasons["src/000000.tar: member 'README' has no extension"] == "member 'README' has no extension"
+    assert "invalid header" in reasons["src/000001.tar"]
+    assert "unexpected end of data" in reasons["src/000002.tar"]
+    assert "read 1 sample(s)" in reasons["src/000002.tar"]
+    assert "empty file" in reasons["src/000003.tar"]
+    assert reasons["src/000005.tar: member 'NOTES' has no extension"] == "member 'NOTES' has no extension"
+    assert reasons["src/000005.tar"].endswith("read 1 sample(s) before it")
+    assert job.skipped == len(reasons) == 8
+    # Only the shards read to their end are finished units; the damaged ones are retried on resume.
+    assert sorted(job.completed_units) == ["src/000000.tar", "src/000004.tar"]
+
+
+def test_asking_again_rereads_only_the_damaged_shards_and_adds_nothing(
+    store: EmbeddedStore, tmp_path: Path, geo_dataset: Path
+) -> None:
+    first = run_job(manager(store, tmp_path), TaskName.GEOLOCALIZATION, geo_dataset)
+    encoder = FakeEncoder()
+    again = run_job(manager(store, tmp_path, encoder), TaskName.GEOLOCALIZATION, geo_dataset)
+    assert again.state is JobState.SUCCEEDED, again.error
+    assert again.id != first.id and again.collection == first.collection
+    assert store.count(again.collection) == first.done == again.done
+    assert encoder.images_embedded == 0  # what is stored is never embedded again
+    assert skipped(again).keys() >= {"src/000001.tar", "src/000002.tar", "src/000003.tar", "src/000005.tar"}
+
+
+# ----------------------------------------------------------------------------- landform folders and rows
+
+
+def test_landform_folder_with_empty_and_non_image_files(store: EmbeddedStore, tmp_path: Path) -> None:
+    root = tmp_path / "landform"
+    for name in ("crater", "dune"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{name}_{i}.png").write_bytes(png_bytes(i + len(name)))
+    (root / "crater" / "empty.png").write_bytes(b"")
+    (root / "dune" / "notes.png").write_bytes(b"a text file with an image name")
+    job = run_job(manager(store, tmp_path), TaskName.LANDFORM, root)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert (job.total, job.done, job.skipped) == (8, 6, 2)
+    reasons = skipped(job)
+    assert reasons["crater/empty.png"] == "empty file"
+    assert "cannot decode image" in reasons["dune/notes.png"]
+
+
+def test_landform_parquet_bad_rows_are_skipped_by_name(store: EmbeddedStore, tmp_path: Path) -> None:
+    root = tmp_path / "landform"
+    root.mkdir()
+    images = [png_bytes(1), None, png_bytes(3), png_bytes(4), b"not a png", png_bytes(6)]
+    cells = [{"bytes": b, "path": None} for b in images]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "image": pa.array(cells, type=image_type),
+            "label": pa.array([0, 0, None, 1, 1, 1], type=pa.int64()),
+            "image_id": pa.array(["a", "nobytes", "nolabel", "b", "textbytes", "a"]),
+        }
+    )
+    pq.write_table(table, root / "train.parquet")
+    job = run_job(manager(store, tmp_path), TaskName.LANDFORM, root)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert (job.total, job.done) == (6, 2)
+    reasons = skipped(job)
+    assert reasons["nobytes"] == "no image bytes"
+    assert reasons["nolabel"] == "missing label"
+    assert "cannot decode image" in reasons["textbytes"]
+    assert reasons["a"] == "duplicate image name"
+
+
+# ----------------------------------------------------------------------------- the encoder going away
+
+
+class FailingAfter(FakeEncoder):
+    """Answers `batches` image calls, then fails as the client does once its retries are spent."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def embed_images(self, model, images, names=None):  # type: ignore[no-untyped-def]
+        if self.image_calls >= self.batches:
+            raise ServiceUnavailable(
+                "POST /v1/embeddings/images: no answer from http://encoder:8000 (connection refused)"
+            )
+        return super().embed_images(model, images, names)
+
+
+def test_encoder_down_mid_job_fails_it_with_the_reason_and_asking_again_completes_it(
+    store: EmbeddedStore, tmp_path: Path, landform_folders: Path
+) -> None:
+    failed = run_job(manager(store, tmp_path, FailingAfter(3)), TaskName.LANDFORM, landform_folders)
+    assert failed.state is JobState.FAILED
+    assert failed.error is not None and failed.error.startswith("ServiceUnavailable: ")
+    assert "no answer from http://encoder:8000" in failed.error
+    kept = store.count(failed.collection)
+    assert 0 < kept < 15  # the batches written before the failure stay
+
+    healthy = FakeEncoder()
+    jobs = manager(store, tmp_path, healthy)  # as after an indexer restart: the failed job stays failed
+    assert jobs.get(failed.id).state is JobState.FAILED and jobs.resume_unfinished() == []
+    done = run_job(jobs, TaskName.LANDFORM, landform_folders)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.id != failed.id and done.collection == failed.collection
+    assert (done.done, done.skipped) == (15, 1)  # 16 files, one corrupt
+    assert store.count(done.collection) == 15  # no duplicates: point ids derive from the keys
+    assert healthy.images_embedded == 15 - kept  # only what was missing was embedded
+    [listed] = jobs.collections()
+    assert listed.complete is True
