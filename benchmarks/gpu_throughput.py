@@ -13,7 +13,6 @@ bounded in time, so that the whole script stays within its budget (`benchmarks/g
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -24,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 MODELS = {"ViT-L-14 @224": "ViT-L-14", "SigLIP2 ViT-L-16 @512": "ViT-L-16-SigLIP2-512"}
 
@@ -97,23 +94,12 @@ def raw_throughput(arch: str, device: torch.device, batch: int, seconds: float) 
     }
 
 
-def png_tiles(count: int, size: int = 512) -> list[bytes]:
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:size, 0:size]
-    tiles = []
-    for i in range(count):
-        relief = 128 + 60 * np.sin(x / (17 + i)) + 40 * np.cos(y / (23 + i)) + rng.normal(0, 12, (size, size))
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(relief, 0, 255).astype(np.uint8)).convert("RGB").save(buffer, format="PNG")
-        tiles.append(buffer.getvalue())
-    return tiles
-
-
 def service_throughput(
     arch: str, device: str, clients: int, batch: int, seconds: float, port: int
 ) -> dict[str, Any]:
     """Images/s through the encoder's binary endpoint, the encoder in its own process."""
     from marsbench.client import EncoderClient
+    from marsbench.datasets.synth import relief_png_tiles
 
     env = os.environ | {
         "MARSBENCH_ENCODER_DEVICE": device,
@@ -140,7 +126,7 @@ def service_throughput(
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the encoder did not become ready")
                 time.sleep(1)
-        tiles = png_tiles(batch)
+        tiles = relief_png_tiles(batch)
         done = [0] * clients
         stop = time.monotonic() + seconds
 

@@ -15,7 +15,6 @@ for the tensor path (`MARSBENCH_ENCODER_IMAGE_PREPROCESSING=tensor`):
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -27,28 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from marsbench.datasets.synth import relief_png_tiles
 from marsbench.encoder.adapters import RuntimeOptions, load_model
 from marsbench.encoder.core.images import decode_image, decode_tensor
 from marsbench.encoder.core.registry import resolve_model
 
 LIMIT = 64_000_000
-
-
-def tiles(count: int, size: int, seed: int = 0) -> list[bytes]:
-    """Terrain-like RGB PNG tiles of the published size: relief at several scales plus grain, which
-    compresses like CTX tiles (about 300 KB at 512 px) rather than like flat test images."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    blobs = []
-    for i in range(count):
-        relief = 128 + 60 * np.sin(x / (17 + i)) + 40 * np.cos(y / (23 + i)) + rng.normal(0, 12, (size, size))
-        grey = np.clip(relief, 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(grey).convert("RGB").save(buffer, format="PNG")
-        blobs.append(buffer.getvalue())
-    return blobs
 
 
 def per_item_ms(fn: Callable[[bytes], Any], blobs: list[bytes], threads: int) -> float:
@@ -78,7 +62,7 @@ def main() -> None:
     model = load_model(resolve_model(args.model), RuntimeOptions(device="auto"))
     if not model.tensor_preprocessing:
         raise SystemExit(f"{args.model} has no tensor preprocessing to compare")
-    blobs = tiles(args.tiles, args.size)
+    blobs = relief_png_tiles(args.tiles, args.size)
 
     def decode(blob: bytes) -> Any:
         return decode_image(blob, 0, max_pixels=LIMIT)

@@ -3,12 +3,10 @@ refusals as the PIL path."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
+from marsbench.datasets.synth import relief_png_tiles
 from marsbench.encoder.adapters import RuntimeOptions, load_model
 from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.errors import InvalidInput
@@ -18,20 +16,6 @@ from marsbench.encoder.settings import EncoderSettings
 
 pytestmark = pytest.mark.anyio
 LIMIT = 64_000_000
-
-
-def tiles(count: int, size: int = 512) -> list[bytes]:
-    """Terrain-like RGB tiles: smooth relief plus grain, as PNG (the published tile format)."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:size, 0:size]
-    out = []
-    for i in range(count):
-        relief = 128 + 60 * np.sin(x / (17 + i)) + 40 * np.cos(y / (23 + i)) + rng.normal(0, 12, (size, size))
-        grey = np.clip(relief, 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(np.stack([grey, np.roll(grey, 3, 0), np.roll(grey, 5, 1)], -1)).save(buffer, "PNG")
-        out.append(buffer.getvalue())
-    return out
 
 
 @pytest.mark.parametrize(
@@ -53,7 +37,7 @@ def test_tensor_path_keeps_vectors_within_1e4_cosine(spec: ModelSpec, resize_mod
     exact_transform = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
     fast_transform = tensor_transform(cfg)
     assert fast_transform is not None
-    blobs = tiles(4) + tiles(1, size=300)
+    blobs = relief_png_tiles(4) + relief_png_tiles(1, size=300)
     exact = model.embed_prepared(
         [exact_transform(decode_image(b, i, max_pixels=LIMIT)) for i, b in enumerate(blobs)]
     )
@@ -64,7 +48,7 @@ def test_tensor_path_keeps_vectors_within_1e4_cosine(spec: ModelSpec, resize_mod
 
 
 def test_decoders_agree_on_pixels_and_refusals() -> None:
-    blob = tiles(1, size=64)[0]
+    blob = relief_png_tiles(1, size=64)[0]
     pil = np.asarray(decode_image(blob, 0, max_pixels=LIMIT)).transpose(2, 0, 1)
     np.testing.assert_array_equal(decode_tensor(blob, 0, max_pixels=LIMIT).numpy(), pil)
     for bad, message in [
@@ -80,7 +64,7 @@ def test_decoders_agree_on_pixels_and_refusals() -> None:
 
 
 async def test_the_engine_serves_the_tensor_path_when_asked() -> None:
-    blobs = tiles(3, size=128)
+    blobs = relief_png_tiles(3, size=128)
     vectors = {}
     for path in ("pil", "tensor"):
         async with EncoderEngine(EncoderSettings(device="cpu", image_preprocessing=path)) as engine:

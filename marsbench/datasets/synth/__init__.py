@@ -15,6 +15,7 @@ from ._api import DEFAULT_IMAGE_SIZE, MANIFEST_NAME, TASKS, synthesize
 from ._geo import GEO_LANDFORMS, THUMB_SUBDIR, tile_name
 from ._landforms import LANDFORM_CLASSES
 from ._paired import TSV_NAME
+from ._relief import relief_png_tiles
 from ._scales import SCALES, Scale
 from ._summary import GeoSummary, LandformSummary, PairedSummary, SynthSummary
 
@@ -32,6 +33,7 @@ __all__ = [
     "PairedSummary",
     "Scale",
     "SynthSummary",
+    "relief_png_tiles",
     "synthesize",
     "tile_name",
 ]
