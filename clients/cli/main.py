@@ -130,11 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--registry", action="append", default=[], help="Extra registry file (repeatable).")
     models.add_argument("--json", action="store_true", help="One JSON object per line instead of a table.")
 
-    for name, helptext in (
-        ("jobs", "Indexing jobs."),
-        ("collections", "Collections in the store."),
-    ):
-        listing = commands.add_parser(name, help=helptext)
+    jobs = commands.add_parser(
+        "jobs",
+        help="Indexing jobs: list them, follow one with a progress bar, resume a failed one.",
+        description="`marsbench jobs` lists the indexer's jobs (state, progress, rate, ETA, skips, tries, "
+        "error); `marsbench jobs watch ID` follows one with a progress bar until it ends; `marsbench jobs "
+        "resume ID` continues a failed job where it stopped and follows it (--no-wait: return at once).",
+    )
+    jobs.add_argument("action", nargs="?", choices=("list", "watch", "resume"), default="list")
+    jobs.add_argument("job_id", nargs="?", help="The job, for watch and resume.")
+    jobs.add_argument("--no-wait", action="store_true", help="resume: do not follow the job.")
+    jobs.add_argument("--json", action="store_true", help="list: one JSON object per line.")
+    collections = commands.add_parser("collections", help="Collections in the store (JSON lines).")
+    for listing in (jobs, collections):
         listing.add_argument(
             "--indexer-url",
             dest="url",
@@ -295,13 +303,36 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from marsbench.cli.jobs import jobs_table
+    from marsbench.cli.progress import JobProgress
+    from marsbench.client import IndexerClient
+    from marsbench.schemas.jobs import JobState
+
+    if args.action != "list" and not args.job_id:
+        raise CommandError(f"`marsbench jobs {args.action}` needs a job id (`marsbench jobs` lists them)")
+    with IndexerClient(args.url) as indexer:
+        if args.action == "list":
+            listed = indexer.jobs()
+            print("\n".join(j.model_dump_json() for j in listed) if args.json else jobs_table(listed))
+            return 0
+        if args.action == "resume":
+            job = indexer.resume(args.job_id)
+            print(f"resumed job {job.id} ({job.task.value}, {job.model}, {job.collection})", file=sys.stderr)
+            if args.no_wait:
+                return 0
+        job = indexer.wait(args.job_id, on_progress=JobProgress())
+    if job.state is JobState.FAILED:
+        raise CommandError(f"job {job.id} failed: {job.error}")
+    print(f"job {job.id} {job.state.value}: {job.done} items in {job.collection}, {job.skipped} skipped")
+    return 0
+
+
+def _cmd_collections(args: argparse.Namespace) -> int:
     from marsbench.client import IndexerClient
 
     with IndexerClient(args.url) as indexer:
-        items = indexer.jobs() if args.command == "jobs" else indexer.collections()
-        rows = [item.model_dump_json() for item in items]
-    print("\n".join(rows))
+        print("\n".join(item.model_dump_json() for item in indexer.collections()))
     return 0
 
 
@@ -312,8 +343,8 @@ COMMANDS = {
     "run": _cmd_run,
     "benchmark": _cmd_benchmark,
     "models": _cmd_models,
-    "jobs": _cmd_list,
-    "collections": _cmd_list,
+    "jobs": _cmd_jobs,
+    "collections": _cmd_collections,
 }
 
 

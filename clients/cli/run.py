@@ -88,6 +88,7 @@ def save_run(evaluator: EvaluatorClient, record: RunRecord, job: JobStatus, out_
         (out_dir / local).write_bytes(evaluator.artifact(record.id, name))
         artifacts[role] = local
     indexing = {
+        **(record.indexing or {}),  # the evaluator's view of the job (state, progress)
         "job": job.id,
         "skipped": job.skipped,
         "skipped_items": [item.model_dump() for item in job.skipped_items],

@@ -76,7 +76,9 @@ class LocalStack:
             apps: list[FastAPI] = [
                 create_encoder(encoder),
                 create_indexer(IndexerSettings(**backend), store=self._store),
-                create_evaluator(EvaluatorSettings(**backend), store=self._store),
+                create_evaluator(
+                    EvaluatorSettings(**backend, indexer_url=self.urls.indexer), store=self._store
+                ),
             ]
         except BaseException:
             self._store.close()

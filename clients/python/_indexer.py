@@ -19,8 +19,14 @@ class IndexerClient(BaseClient):
     def job(self, job_id: str) -> JobStatus:
         return JobStatus.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
 
-    def jobs(self) -> list[JobStatus]:
-        return JobList.model_validate(self.request("GET", "/v1/jobs").json()).data
+    def jobs(self, collection: str | None = None) -> list[JobStatus]:
+        """Jobs, oldest first; with `collection`, only those writing it."""
+        params = {"collection": collection} if collection else None
+        return JobList.model_validate(self.request("GET", "/v1/jobs", params=params).json()).data
+
+    def resume(self, job_id: str) -> JobStatus:
+        """Continue a failed job where it stopped (409 unless it failed)."""
+        return JobStatus.model_validate(self.request("POST", f"/v1/jobs/{job_id}/resume").json())
 
     def collections(self) -> list[CollectionOut]:
         return CollectionList.model_validate(self.request("GET", "/v1/collections").json()).data

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
@@ -188,7 +189,15 @@ class LandformDataset:
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
-        self._layout, self._shards = _detect_layout(self._root)
+        self._layout, shards = _detect_layout(self._root)
+        # A parquet file whose footer cannot be read (corrupt, truncated, not parquet) is skipped by
+        # name when the records are read; the rest of the data set is indexed.
+        self._shards, self._unreadable = (
+            _readable_parquet(shards) if self._layout == "parquet" else (shards, [])
+        )
+        if self._layout == "parquet" and not self._shards:
+            reasons = "; ".join(f"{path.name}: {why}" for path, why in self._unreadable)
+            raise DatasetError(f"no readable parquet file in {self._root} ({reasons})")
         self._class_names: list[str] | None = None
 
     @property
@@ -266,33 +275,55 @@ class LandformDataset:
             raise DatasetError(f"parquet shard {shard} lacks the column(s) {', '.join(missing)}")
 
     def _iter_parquet(self, skips: SkipLog, verify: bool) -> Iterator[ImageRecord]:
+        for path, why in self._unreadable:
+            # Rows of later files named by position shift (its row count is unknown): said here.
+            skips.add(self._relative_name(path), f"unreadable parquet file, skipped whole: {why}")
         names = self._metadata_names()
         seen: set[str] = set()
         row_index = 0  # global across the sorted shards, like the reference's concatenated dataset
         for shard in self._shards:
-            with pq.ParquetFile(shard) as parquet:
-                available = parquet.schema_arrow.names
-                self._require_columns(shard, available)
-                id_columns = [c for c in ID_COLUMNS if c in available]
-                batches = parquet.iter_batches(
-                    batch_size=_IMAGE_BATCH_ROWS, columns=["image", "label", *id_columns]
-                )
-                for batch in batches:
-                    images = batch.column("image").to_pylist()
-                    labels = batch.column("label").to_pylist()
-                    ids = {c: batch.column(c).to_pylist() for c in id_columns}
-                    for offset in range(batch.num_rows):
-                        name = row_image_name(
-                            ids["image_id"][offset] if "image_id" in ids else None,
-                            ids["id"][offset] if "id" in ids else None,
-                            row_index + offset,
-                        )
-                        record = self._parquet_record(
-                            name, images[offset], labels[offset], names, seen, skips, verify
-                        )
-                        if record is not None:
-                            yield record
-                    row_index += batch.num_rows
+            try:
+                rows = yield from self._iter_shard(shard, names, row_index, seen, skips, verify)
+            except (pa.ArrowException, OSError) as exc:  # a data page damaged behind a sound footer
+                skips.add(self._relative_name(shard), f"parquet file damaged, rest of it skipped: {exc}")
+                rows = pq.read_metadata(shard).num_rows
+            row_index += rows
+
+    def _iter_shard(
+        self,
+        shard: Path,
+        names: Sequence[str] | None,
+        row_index: int,
+        seen: set[str],
+        skips: SkipLog,
+        verify: bool,
+    ) -> Generator[ImageRecord, None, int]:
+        """The records of one parquet file; returns its row count."""
+        start = row_index
+        with pq.ParquetFile(shard) as parquet:
+            available = parquet.schema_arrow.names
+            self._require_columns(shard, available)
+            id_columns = [c for c in ID_COLUMNS if c in available]
+            batches = parquet.iter_batches(
+                batch_size=_IMAGE_BATCH_ROWS, columns=["image", "label", *id_columns]
+            )
+            for batch in batches:
+                images = batch.column("image").to_pylist()
+                labels = batch.column("label").to_pylist()
+                ids = {c: batch.column(c).to_pylist() for c in id_columns}
+                for offset in range(batch.num_rows):
+                    name = row_image_name(
+                        ids["image_id"][offset] if "image_id" in ids else None,
+                        ids["id"][offset] if "id" in ids else None,
+                        row_index + offset,
+                    )
+                    record = self._parquet_record(
+                        name, images[offset], labels[offset], names, seen, skips, verify
+                    )
+                    if record is not None:
+                        yield record
+                row_index += batch.num_rows
+        return row_index - start
 
     @staticmethod
     def _parquet_record(
@@ -363,3 +394,16 @@ def _accept(
             return None
     seen.add(name)
     return ImageRecord(key=name, image=data, payload={"name": name, "label": class_name})
+
+
+def _readable_parquet(shards: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files whose footer reads, and why each other one does not."""
+    readable, unreadable = [], []
+    for shard in shards:
+        try:
+            pq.read_metadata(shard)
+        except (pa.ArrowException, OSError) as exc:
+            unreadable.append((shard, str(exc)))
+        else:
+            readable.append(shard)
+    return readable, unreadable

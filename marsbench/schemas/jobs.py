@@ -66,7 +66,15 @@ class JobStatus(BaseModel):
     skipped_items: list[SkippedItemOut] = Field(default_factory=list)
     rate: float | None = Field(default=None, description="Items per second over this job's run.")
     eta_s: float | None = None
-    error: str | None = None
+    error: str | None = Field(
+        default=None,
+        description="Why the job failed; while it runs, the last transient failure it is retrying after.",
+    )
+    attempts: int = Field(
+        default=0,
+        description="Runs of this job so far: the first, automatic retries after transient failures "
+        "(encoder or Qdrant unreachable), restarts and resumes.",
+    )
     weights: str | None = Field(default=None, description="The encoder's identity of the weights used.")
     completed_units: list[str] = Field(
         default_factory=list, description="Shards (or folders) fully written; a resumed job skips them."

@@ -43,6 +43,12 @@ class RunCreate(StrictModel):
     radius_deg: float = Field(default=0.5, gt=0, le=10, description="Geo: hit radius in degrees.")
     mix_ratio: float = Field(default=0.3, ge=0, le=1, description="Geo hybrid: weight of the image part.")
     temperature: float = Field(default=0.1, gt=0, description="Geo hybrid: softmax temperature.")
+    force: bool = Field(
+        default=False,
+        description="Evaluate even when the collection's indexing job has not succeeded (running, "
+        "failed, or paused); the record then says so (`forced`, `indexing`). Without it such a run "
+        "is refused with 409 and the job's progress.",
+    )
     instruction: str | None = Field(
         default=None,
         max_length=2000,
@@ -60,6 +66,14 @@ class RunCreate(StrictModel):
 
     def dataset_options(self) -> dict[str, str]:
         return {"caption_key": self.caption_key} if self.caption_key else {}
+
+
+class Curve(BaseModel):
+    """A curve sampled at points: the `x` values and one or more series of the same length."""
+
+    x_label: str = Field(description="What `x` holds, e.g. 'k' (a rank cut-off).")
+    x: list[float]
+    y: dict[str, list[float]] = Field(description="Series by name, e.g. 'precision', 'recall'.")
 
 
 class RunRecord(BaseModel):
@@ -84,6 +98,11 @@ class RunRecord(BaseModel):
         default_factory=dict, description="Files beside the record, e.g. the geo map PNG, by role."
     )
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    curves: dict[str, Curve] = Field(
+        default_factory=dict,
+        description="Curves for plots, parity variant: paired 'i2t_recall_at_k' / 't2i_recall_at_k' "
+        "(x: k, y: recall); geo 'pr' (x: k, y: precision and recall).",
+    )
     chance: dict[str, float] = Field(
         default_factory=dict, description="The same metrics for a random ranking (mean of seeded shuffles)."
     )
@@ -92,7 +111,13 @@ class RunRecord(BaseModel):
     notes: list[str] = Field(default_factory=list)
     skipped: int | None = Field(default=None, description="Items skipped while indexing (see `indexing`).")
     indexing: dict[str, object] | None = Field(
-        default=None, description="The indexing job behind the collection: id, skipped items."
+        default=None,
+        description="The indexing job behind the collection: id, state, progress, skipped items.",
+    )
+    forced: bool = Field(
+        default=False,
+        description="Evaluated with force=true although the collection's indexing had not succeeded "
+        "(see `indexing` for how far it had got): not comparable with complete runs.",
     )
     created_at: datetime
     duration_s: float

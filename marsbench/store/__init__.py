@@ -17,6 +17,7 @@ from marsbench.store.base import (
     SearchFilter,
     StoredPoint,
     StoreError,
+    StoreUnavailable,
     VectorStore,
 )
 from marsbench.store.edge import EmbeddedStore, StoreLocked
@@ -42,6 +43,7 @@ __all__ = [
     "ServerStore",
     "StoreError",
     "StoreLocked",
+    "StoreUnavailable",
     "StoredPoint",
     "VectorStore",
     "collection_name",

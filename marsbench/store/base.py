@@ -94,6 +94,10 @@ class StoreError(Exception):
     """Base for vector store failures."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer (a Qdrant server down, restarting or unreachable): worth retrying."""
+
+
 class CollectionNotFound(StoreError):
     def __init__(self, name: str) -> None:
         super().__init__(f"collection {name!r} does not exist")

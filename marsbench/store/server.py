@@ -34,11 +34,14 @@ from marsbench.store.base import (
     SearchFilter,
     StoredPoint,
     StoreError,
+    StoreUnavailable,
 )
 
 # What qdrant-client raises for a failed call: the server's answer, a transport failure, or (in
 # local mode) a ValueError such as "Collection x not found".
 _CLIENT_ERRORS = (UnexpectedResponse, ResponseHandlingException, ValueError)
+# Answers of a server (or its proxy) that is restarting or overloaded: the call may succeed later.
+_UNAVAILABLE_STATUS = {502, 503, 504}
 
 _SCHEMA_TYPES = {
     PayloadIndex.KEYWORD: models.PayloadSchemaType.KEYWORD,
@@ -268,17 +271,30 @@ class ServerStore:
         try:
             yield
         except _CLIENT_ERRORS as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"Qdrant at {self._where()} did not answer: {exc}") from exc
             # Ask rather than parse messages: REST, gRPC and local mode word "not found" differently.
             if collection and not self._exists_or_unknown(collection):
                 raise CollectionNotFound(collection) from exc
             where = f"collection {collection!r}" if collection else "Qdrant"
             raise StoreError(f"{where}: {exc}") from exc
 
+    def _where(self) -> str:
+        rest = getattr(self._client, "_client", None)  # the REST transport knows its base URL
+        return str(getattr(rest, "rest_uri", None) or "the configured URL")
+
     def _exists_or_unknown(self, name: str) -> bool:
         try:
             return self._client.collection_exists(name)
         except _CLIENT_ERRORS:
             return True  # the server is unreachable: report the original failure
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A transport failure (refused, reset, timed out) or a gateway/unavailable answer."""
+    if isinstance(exc, ResponseHandlingException):
+        return True
+    return isinstance(exc, UnexpectedResponse) and exc.status_code in _UNAVAILABLE_STATUS
 
 
 def _vector_dims(info: models.CollectionInfo) -> dict[str, int]:

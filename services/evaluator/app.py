@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from marsbench.client import EncoderClient
+from marsbench.client import EncoderClient, IndexerClient
 from marsbench.evaluator.api.errors import install_error_handlers
 from marsbench.evaluator.api.router import api_router
 from marsbench.evaluator.core.runs import RunService
@@ -31,12 +31,21 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
         )
         app.state.store = active_store
         app.state.encoder = encoder
+        indexer = (
+            IndexerClient(settings.indexer_url, timeout=30, retries=2, api_key=settings.key())
+            if settings.indexer_url
+            else None
+        )
         warm = WarmIndexCache(int(settings.warm_index_gb * 2**30)) if settings.warm_index_gb > 0 else None
-        app.state.runs = RunService(active_store, encoder, settings.runs_dir(), warm_indexes=warm)
+        app.state.runs = RunService(
+            active_store, encoder, settings.runs_dir(), warm_indexes=warm, indexing=indexer
+        )
         try:
             yield
         finally:
             encoder.close()
+            if indexer is not None:
+                indexer.close()
             if owned:
                 active_store.close()
 

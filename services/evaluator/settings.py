@@ -21,5 +21,12 @@ class EvaluatorSettings(ServiceSettings):
         "(one matrix product per query); larger collections, or 0, use the engine's exact search.",
     )
 
+    indexer_url: str | None = Field(
+        default=None,
+        description="The indexer, asked whether a collection's indexing job has finished before it is "
+        "evaluated (an incomplete one is refused unless the run says force). Unset: not checked, and "
+        "records say the indexing state is unknown.",
+    )
+
     def runs_dir(self) -> Path:
         return self.results_dir or self.data_dir / "runs"

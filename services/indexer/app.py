@@ -34,6 +34,8 @@ def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | 
             settings.data_dir / "jobs",
             batch_size=settings.index_batch_size,
             in_flight=settings.index_in_flight,
+            retries=settings.job_retries,
+            retry_backoff_s=settings.job_retry_backoff_s,
         )
         app.state.jobs = jobs
         if settings.resume_jobs:

@@ -13,3 +13,12 @@ class IndexerSettings(ServiceSettings):
         default=3, ge=1, description="Batches being encoded or written at once (overlaps I/O and compute)."
     )
     resume_jobs: bool = Field(default=True, description="Restart unfinished jobs found at start-up.")
+    job_retries: int = Field(
+        default=4,
+        ge=0,
+        description="Automatic retries of a job after a transient failure (encoder or Qdrant unreachable); "
+        "then it fails with the reason and `POST /v1/jobs/{id}/resume` continues it.",
+    )
+    job_retry_backoff_s: float = Field(
+        default=5.0, ge=0, description="Wait before the first retry; doubled for each further one."
+    )

@@ -55,6 +55,9 @@ def test_run_landform_end_to_end_then_reuse(
     assert set(saved["per_class"]) == {"crater", "yardang", "alluvial_fan"}
     assert saved["indexing"]["skipped"] == 1
     assert saved["indexing"]["skipped_items"][0]["key"] == "crater/broken.png"
+    # The evaluator asked the indexer whether the collection was complete before evaluating it.
+    assert saved["indexing"]["state"] == "succeeded" and saved["indexing"]["done"] == 15
+    assert saved["forced"] is False
     assert record.counts["images"] == 15
 
     again, _ = run_task(
@@ -62,9 +65,14 @@ def test_run_landform_end_to_end_then_reuse(
     )
     assert again.collection == record.collection
     assert again.metrics == record.metrics  # same collection, same queries: identical numbers
-    with IndexerClient(stack.indexer) as indexer:
+    with IndexerClient(stack.indexer, retries=0) as indexer:
         collections = {c.name: c for c in indexer.collections()}
         assert collections[record.collection].points == 15 and collections[record.collection].complete
+        job = indexer.jobs(collection=record.collection)[-1]  # one per run_task, the newest last
+        assert job.state == "succeeded" and indexer.jobs(collection="no-such-collection") == []
+        with pytest.raises(ApiError) as refused:
+            indexer.resume(job.id)  # only a failed job resumes
+        assert refused.value.status == 409 and "already complete" in refused.value.message
 
 
 def test_interactive_search_by_text_and_image(
@@ -127,6 +135,28 @@ def test_cli_run_prints_the_table_and_writes_the_record(
     assert code == 0
     assert "mean" in out and "crater" in out and "skipped while indexing: 1" in out
     assert len(list((tmp_path / "out").glob("landform-*.json"))) == 1
+
+
+def test_cli_jobs_lists_watches_and_refuses_to_resume_a_finished_job(
+    stack: StackUrls, tiny_clip_ref: str, landform_folders: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with IndexerClient(stack.indexer) as indexer:
+        job = indexer.create_job(
+            JobCreate(task=TaskName.LANDFORM, model=tiny_clip_ref, dataset_dir=str(landform_folders))
+        )
+    assert main(["jobs", "watch", job.id, "--indexer-url", stack.indexer]) == 0
+    captured = capsys.readouterr()
+    assert f"job {job.id} succeeded: 15 items" in captured.out
+    assert "[succeeded] [########################] 100.0% 15/16" in captured.err  # the bar, non-tty
+
+    assert main(["jobs", "--indexer-url", stack.indexer]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["job", "state"] and job.id in table
+
+    assert main(["jobs", "resume", job.id, "--indexer-url", stack.indexer]) == 2
+    assert "409" in capsys.readouterr().err
+    assert main(["jobs", "resume", "--indexer-url", stack.indexer]) == 2
+    assert "needs a job id" in capsys.readouterr().err
 
 
 def test_cli_reports_a_missing_checkpoint_as_an_error(

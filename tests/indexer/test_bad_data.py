@@ -1,8 +1,8 @@
-"""Bad data and a failing encoder during an indexing job (issue 9, item 5).
+"""Bad data during an indexing job (issue 9, item 5).
 
-Each bad item is skipped and reported by name (shard, member or row) while the rest is indexed;
-an encoder that goes away mid-job fails the job with its reason, and asking again completes it
-without duplicates. Runs the real JobManager on an embedded store with the fake encoder.
+Each bad item is skipped and reported by name (shard, member or row) while the rest is indexed.
+Runs the real JobManager on an embedded store with the fake encoder. Services going away
+mid-job: tests/indexer/test_faults.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from marsbench.client import ServiceUnavailable
 from marsbench.datasets.coords import tile_name
 from marsbench.datasets.geo import DEFAULT_VARIANT
 from marsbench.indexer.core.jobs import JobManager
@@ -174,42 +173,20 @@ def test_landform_parquet_bad_rows_are_skipped_by_name(store: EmbeddedStore, tmp
     assert reasons["a"] == "duplicate image name"
 
 
-# ----------------------------------------------------------------------------- the encoder going away
-
-
-class FailingAfter(FakeEncoder):
-    """Answers `batches` image calls, then fails as the client does once its retries are spent."""
-
-    def __init__(self, batches: int) -> None:
-        super().__init__()
-        self.batches = batches
-
-    def embed_images(self, model, images, names=None):  # type: ignore[no-untyped-def]
-        if self.image_calls >= self.batches:
-            raise ServiceUnavailable(
-                "POST /v1/embeddings/images: no answer from http://encoder:8000 (connection refused)"
-            )
-        return super().embed_images(model, images, names)
-
-
-def test_encoder_down_mid_job_fails_it_with_the_reason_and_asking_again_completes_it(
-    store: EmbeddedStore, tmp_path: Path, landform_folders: Path
+def test_landform_parquet_file_that_is_no_parquet_is_skipped_by_name(
+    store: EmbeddedStore, tmp_path: Path
 ) -> None:
-    failed = run_job(manager(store, tmp_path, FailingAfter(3)), TaskName.LANDFORM, landform_folders)
-    assert failed.state is JobState.FAILED
-    assert failed.error is not None and failed.error.startswith("ServiceUnavailable: ")
-    assert "no answer from http://encoder:8000" in failed.error
-    kept = store.count(failed.collection)
-    assert 0 < kept < 15  # the batches written before the failure stay
-
-    healthy = FakeEncoder()
-    jobs = manager(store, tmp_path, healthy)  # as after an indexer restart: the failed job stays failed
-    assert jobs.get(failed.id).state is JobState.FAILED and jobs.resume_unfinished() == []
-    done = run_job(jobs, TaskName.LANDFORM, landform_folders)
-    assert done.state is JobState.SUCCEEDED, done.error
-    assert done.id != failed.id and done.collection == failed.collection
-    assert (done.done, done.skipped) == (15, 1)  # 16 files, one corrupt
-    assert store.count(done.collection) == 15  # no duplicates: point ids derive from the keys
-    assert healthy.images_embedded == 15 - kept  # only what was missing was embedded
-    [listed] = jobs.collections()
-    assert listed.complete is True
+    root = tmp_path / "landform"
+    root.mkdir()
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    cells = [{"bytes": png_bytes(i), "path": None} for i in range(4)]
+    table = pa.table(
+        {"image": pa.array(cells, type=image_type), "label": [0, 0, 1, 1], "image_id": list("abcd")}
+    )
+    pq.write_table(table, root / "train-00000-of-00002.parquet")
+    (root / "train-00001-of-00002.parquet").write_bytes(b"not parquet at all " * 20)
+    job = run_job(manager(store, tmp_path), TaskName.LANDFORM, root)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert (job.total, job.done, job.skipped) == (4, 4, 1)
+    reason = skipped(job)["train-00001-of-00002.parquet"]
+    assert reason.startswith("unreadable parquet file, skipped whole: ") and "magic bytes" in reason

@@ -6,13 +6,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from marsbench.client import ApiError, MarsbenchError
-from marsbench.evaluator.core.errors import EvaluatorError, InvalidRun, NotIndexed, RunNotFound
+from marsbench.evaluator.core.errors import (
+    EvaluatorError,
+    IncompleteIndex,
+    InvalidRun,
+    NotIndexed,
+    RunNotFound,
+)
 from marsbench.http import error_response, status_for
 from marsbench.store import StoreError
 
 STATUS: dict[type[Exception], int] = {
     RunNotFound: 404,
     NotIndexed: 409,
+    IncompleteIndex: 409,
     InvalidRun: 422,
     StoreError: 503,
     MarsbenchError: 502,
@@ -23,7 +30,8 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ApiError) and exc.status in (404, 422):
         # The encoder refused the query (unknown model, modality it lacks): the caller's to fix.
         return error_response(exc, 422, error=exc.error, message=f"encoder: {exc.message}", detail=exc.detail)
-    return error_response(exc, status_for(exc, STATUS))
+    detail = exc.detail if isinstance(exc, IncompleteIndex) else None
+    return error_response(exc, status_for(exc, STATUS), detail=detail)
 
 
 def install_error_handlers(app: FastAPI) -> None:

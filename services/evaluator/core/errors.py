@@ -3,6 +3,7 @@
 EvaluatorError
 ├── RunNotFound     404
 ├── NotIndexed      409  the collection for (task, model, data) does not exist yet
+├── IncompleteIndex 409  its indexing job has not succeeded (detail: the job's progress)
 └── InvalidRun      422  the request cannot be evaluated (the message says why)
 """
 
@@ -24,3 +25,9 @@ class NotIndexed(EvaluatorError):
 
 class InvalidRun(EvaluatorError):
     pass
+
+
+class IncompleteIndex(EvaluatorError):
+    def __init__(self, message: str, detail: dict[str, object]) -> None:
+        super().__init__(message)
+        self.detail = detail

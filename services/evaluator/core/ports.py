@@ -1,4 +1,5 @@
-"""What the evaluator needs from the encoder, as a Protocol (the HTTP client implements it)."""
+"""What the evaluator needs from the encoder and the indexer, as Protocols (the HTTP clients
+implement them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from marsbench.schemas.jobs import JobStatus
 from marsbench.schemas.models import ModelInfo
 
 
@@ -20,3 +22,9 @@ class QueryEncoder(Protocol):
     def embed_images(
         self, model: str, images: Sequence[bytes], names: Sequence[str] | None = None
     ) -> np.ndarray: ...
+
+
+class IndexingJobs(Protocol):
+    """The indexer's jobs: whether a collection's indexing has finished."""
+
+    def jobs(self, collection: str | None = None) -> list[JobStatus]: ...

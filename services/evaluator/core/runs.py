@@ -15,18 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from marsbench.client import MarsbenchError
 from marsbench.datasets.errors import DatasetError
-from marsbench.evaluator.core.errors import InvalidRun, NotIndexed, RunNotFound
+from marsbench.evaluator.core.errors import IncompleteIndex, InvalidRun, NotIndexed, RunNotFound
 from marsbench.evaluator.core.geo import evaluate_geo
 from marsbench.evaluator.core.landform import TIE_RULE, evaluate_landform
 from marsbench.evaluator.core.maps import draw_geo_map
 from marsbench.evaluator.core.paired import TIE_RULE as PAIRED_TIE_RULE
 from marsbench.evaluator.core.paired import TOP_K as PAIRED_TOP_K
 from marsbench.evaluator.core.paired import evaluate_paired
-from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.ports import IndexingJobs, QueryEncoder
 from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.files import write_text_atomic
-from marsbench.schemas.jobs import TaskName
+from marsbench.schemas.jobs import JobState, JobStatus, TaskName
 from marsbench.schemas.models import ModelInfo
 from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import CollectionNotFound, VectorStore
@@ -51,8 +52,10 @@ class RunService:
         runs_dir: Path,
         *,
         warm_indexes: WarmIndexCache | None = None,
+        indexing: IndexingJobs | None = None,
     ) -> None:
         self._store = store
+        self._indexing = indexing
         self._encoder = encoder
         self._warm = warm_indexes
         self._dir = runs_dir
@@ -77,6 +80,7 @@ class RunService:
         card = self._encoder.model_info(request.model, load=False)
         self._check_modalities(request, card)
         collection = self.collection_for(request)
+        indexing, forced = self._indexing_state(collection, force=request.force)
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         started = time.perf_counter()
         try:
@@ -92,8 +96,17 @@ class RunService:
             "model_prompts": card.prompts
             | ({"query_instruction": request.instruction} if request.instruction else {})
         }
+        if forced:
+            fields["notes"] = [
+                f"forced: evaluated while the collection's indexing was {indexing.get('state')} "
+                f"({indexing.get('done')} of {indexing.get('total')} items): not comparable with "
+                "complete runs",
+                *fields.get("notes", []),
+            ]
         record = RunRecord(
             id=run_id,
+            indexing=indexing,
+            forced=forced,
             task=request.task,
             model=request.model,
             dataset_dir=str(Path(request.dataset_dir).resolve()),
@@ -105,6 +118,47 @@ class RunService:
         )
         write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
         return record
+
+    def _indexing_state(self, collection: str, *, force: bool) -> tuple[dict[str, object], bool]:
+        """The collection's indexing job as the record keeps it, and whether this run is forced.
+
+        A collection whose latest job has not succeeded (still running, failed, interrupted) is
+        refused unless `force`: its numbers would silently cover part of the data."""
+        if self._indexing is None:
+            return {"state": "unknown", "reason": "the evaluator has no MARSBENCH_INDEXER_URL"}, False
+        try:
+            jobs = self._indexing.jobs(collection)
+        except MarsbenchError as exc:
+            if not force:
+                raise IncompleteIndex(
+                    f"cannot tell whether collection {collection!r} is completely indexed: the indexer "
+                    f"did not answer ({exc}); try again, or pass force=true to evaluate what it holds",
+                    {"collection": collection},
+                ) from exc
+            return {"state": "unknown", "reason": f"indexer unreachable: {exc}"}, True
+        if not jobs:
+            # Written by another indexer or tool: nothing says it is incomplete.
+            return {"state": "no job", "reason": "no indexing job of this indexer wrote it"}, False
+        job = jobs[-1]
+        summary = _job_summary(job)
+        if job.state is JobState.SUCCEEDED:
+            return summary, False
+        if force:
+            return summary, True
+        progress = f"{job.done} of {job.total} items" if job.total is not None else f"{job.done} items"
+        percent = f" ({100 * job.done / job.total:.1f}%)" if job.total else ""
+        why = f": {job.error}" if job.error else ""
+        advice = (
+            f"resume it (POST /v1/jobs/{job.id}/resume on the indexer, or `marsbench jobs resume {job.id}`)"
+            if job.state is JobState.FAILED
+            else "wait for it to finish"
+        )
+        raise IncompleteIndex(
+            f"collection {collection!r} is incomplete: indexing job {job.id} is {job.state.value} at "
+            f"{progress}{percent}{why}. {advice.capitalize()}, then evaluate; or pass force=true to "
+            "evaluate what it holds now (the record will say so)",
+            summary,
+        )
 
     def _check_modalities(self, request: RunCreate, card: ModelInfo) -> None:
         """Refuse a run whose queries the model cannot embed (text for an image-only model)."""
@@ -233,3 +287,15 @@ class RunService:
 
     def list(self) -> list[RunRecord]:
         return [RunRecord.model_validate_json(p.read_text()) for p in sorted(self._dir.glob("*.json"))]
+
+
+def _job_summary(job: JobStatus) -> dict[str, object]:
+    return {
+        "job": job.id,
+        "state": job.state.value,
+        "done": job.done,
+        "total": job.total,
+        "skipped": job.skipped,
+        "attempts": job.attempts,
+        "error": job.error,
+    }

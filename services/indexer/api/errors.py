@@ -7,11 +7,12 @@ from fastapi.responses import JSONResponse
 
 from marsbench.client import MarsbenchError
 from marsbench.http import error_response, status_for
-from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobNotFound
+from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobConflict, JobNotFound
 from marsbench.store import StoreError
 
 STATUS: dict[type[Exception], int] = {
     JobNotFound: 404,
+    JobConflict: 409,
     InvalidJob: 422,
     StoreError: 503,
     MarsbenchError: 502,  # the encoder failed or is unreachable

@@ -2,6 +2,7 @@
 
 IndexerError
 ├── JobNotFound        404
+├── JobConflict        409  the job cannot do that in its state (resume a running job, ...)
 └── InvalidJob         422  the dataset folder or task cannot be indexed (the message says why)
 """
 
@@ -18,4 +19,8 @@ class JobNotFound(IndexerError):
 
 
 class InvalidJob(IndexerError):
+    pass
+
+
+class JobConflict(IndexerError):
     pass

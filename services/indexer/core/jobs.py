@@ -4,6 +4,10 @@ Each job's state lives in `<data_dir>/jobs/<id>.json`, rewritten as it progresse
 restarted indexer lists old jobs and resumes unfinished ones (the pipeline skips points that
 are already stored). One job at a time writes a given collection: asking again for the same
 collection while its job is active returns that job.
+
+A transient failure (the encoder or a Qdrant server unreachable after the client's own retries)
+is retried inside the job with exponential backoff, from where it stopped; when the retries run
+out the job is failed with the reason, keeps what it wrote, and `resume` continues it on request.
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from marsbench.client import ApiError, ServiceUnavailable
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.records import SkipLog
 from marsbench.files import write_text_atomic
-from marsbench.indexer.core.errors import InvalidJob, JobNotFound
+from marsbench.indexer.core.errors import InvalidJob, JobConflict, JobNotFound
 from marsbench.indexer.core.pipeline import ImageEmbedder, IndexPipeline, PipelineTarget
 from marsbench.indexer.core.progress import rate_and_eta
 from marsbench.indexer.core.units import UnitTracker
 from marsbench.schemas.jobs import CollectionOut, JobCreate, JobState, JobStatus, SkippedItemOut
 from marsbench.schemas.models import ModelInfo
-from marsbench.store import VectorStore
+from marsbench.store import StoreUnavailable, VectorStore
 from marsbench.tasks import INDEXABLE, IndexedTask
 from marsbench.tasks.base import ImageSource
 from marsbench.tasks.modalities import indexing_needs, missing_modalities, refusal
@@ -35,6 +40,15 @@ log = logging.getLogger(__name__)
 _ACTIVE = {JobState.QUEUED, JobState.RUNNING}
 # Persist progress at most this often; the final state is always written.
 _SAVE_EVERY_S = 1.0
+# Encoder answers worth another attempt later: overloaded, or (re)starting behind a proxy.
+_TRANSIENT_STATUS = {429, 502, 503, 504}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures a later attempt may not meet: a service unreachable or restarting."""
+    if isinstance(exc, ServiceUnavailable | StoreUnavailable):
+        return True
+    return isinstance(exc, ApiError) and exc.status in _TRANSIENT_STATUS
 
 
 class Encoder(ImageEmbedder, Protocol):
@@ -50,6 +64,8 @@ class JobManager:
         *,
         batch_size: int,
         in_flight: int,
+        retries: int = 4,
+        retry_backoff_s: float = 5.0,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -57,6 +73,8 @@ class JobManager:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._batch_size = batch_size
         self._in_flight = in_flight
+        self._retries = retries
+        self._retry_backoff_s = retry_backoff_s
         self._jobs: dict[str, JobStatus] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._cancel = threading.Event()
@@ -67,14 +85,12 @@ class JobManager:
 
     def get(self, job_id: str) -> JobStatus:
         with self._lock:
-            try:
-                return self._jobs[job_id]
-            except KeyError:
-                raise JobNotFound(job_id) from None
+            return self.get_locked(job_id)
 
-    def list(self) -> list[JobStatus]:
+    def list(self, collection: str | None = None) -> list[JobStatus]:
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda job: job.created_at)
+            jobs = [job for job in self._jobs.values() if collection in (None, job.collection)]
+        return sorted(jobs, key=lambda job: job.created_at)
 
     def collections(self) -> list[CollectionOut]:
         latest: dict[str, JobStatus] = {}
@@ -126,6 +142,31 @@ class JobManager:
         self._start(job.id, request.batch_size)
         return job
 
+    def resume(self, job_id: str) -> JobStatus:
+        """Continue a failed job where it stopped: finished shards and written points are kept."""
+        with self._lock:
+            job = self.get_locked(job_id)
+            if job.state is not JobState.FAILED:
+                hint = "it is already complete" if job.state is JobState.SUCCEEDED else "it is still running"
+                raise JobConflict(f"job {job_id} is {job.state.value}: only a failed job resumes ({hint})")
+            for other in self._jobs.values():
+                if other.collection == job.collection and other.state in _ACTIVE:
+                    raise JobConflict(
+                        f"job {other.id} is writing collection {job.collection!r} now; follow that one"
+                    )
+            job = job.model_copy(update={"state": JobState.QUEUED, "updated_at": datetime.now(UTC)})
+            self._jobs[job_id] = job
+        self._save(job)
+        log.info("resuming failed job %s on request", job_id)
+        self._start(job_id, None)
+        return job
+
+    def get_locked(self, job_id: str) -> JobStatus:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
     def resume_unfinished(self) -> list[str]:
         resumed = [job.id for job in self.list() if job.state in _ACTIVE]
         for job_id in resumed:
@@ -161,50 +202,65 @@ class JobManager:
 
     def _run(self, job_id: str, batch_size: int) -> None:
         job = self.get(job_id)
-        task = INDEXABLE[job.task.value]
         # Resumed jobs keep what earlier runs skipped; a re-read item is not counted twice.
         skips = SkipLog()
         for item in job.skipped_items:
             skips.add(item.key, item.reason)
-        try:
-            self._update(job_id, state=JobState.RUNNING, error=None)
-            source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
-            self._update(job_id, total=source.count())
-            info = self._embedder.model_info(job.model)
-            missing = missing_modalities(indexing_needs(job.task), info.modalities)
-            if missing:
-                raise InvalidJob(refusal(job.model, job.task, missing))
-            if info.dimension is None:
-                raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
-            job = self._forget_other_weights(job, info.weights)
-            self._store.ensure_collection(task.collection_spec(job.collection, info.dimension))
-            progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
-            pipeline = IndexPipeline(
-                self._store,
-                self._embedder,
-                PipelineTarget(
-                    job.collection, task.image_vector, job.model, task.text_vector, task.text_field
-                ),
-                batch_size=batch_size,
-                in_flight=self._in_flight,
-                skips=skips,
-                on_progress=progress.written,
-                cancelled=self._cancel,
-                units=UnitTracker(lambda unit: self._unit_finished(job_id, unit)),
-            )
-            records = source.iter_records(
-                skips, skip_units=frozenset(job.completed_units), on_unit_done=pipeline.unit_read
-            )
-            pipeline.run(records)
-            done = self._store.count(job.collection)  # authoritative: what the collection holds
-        except Exception as exc:
-            log.exception("job %s failed", job_id)
-            self._finish(job_id, skips, JobState.FAILED, f"{type(exc).__name__}: {exc}")
-            return
-        if self._cancel.is_set():
-            self._finish(job_id, skips, JobState.QUEUED, "interrupted by shutdown; resumes at next start")
-            return
-        self._finish(job_id, skips, JobState.SUCCEEDED, None, done=done)
+        for retry in range(self._retries + 1):
+            self._update(job_id, state=JobState.RUNNING, attempts=self.get(job_id).attempts + 1)
+            try:
+                done = self._attempt(job_id, batch_size, skips)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not is_transient(exc) or retry == self._retries or self._cancel.is_set():
+                    log.exception("job %s failed", job_id)
+                    if is_transient(exc):
+                        reason += f" (after {retry + 1} attempts; POST /v1/jobs/{job_id}/resume continues it)"
+                    self._finish(job_id, skips, JobState.FAILED, reason)
+                    return
+                delay = self._retry_backoff_s * 2**retry
+                log.warning("job %s: %s; retrying in %.1f s", job_id, reason, delay)
+                self._update(job_id, error=f"retrying in {delay:g} s after: {reason}", eta_s=None)
+                if self._cancel.wait(delay):
+                    break  # shutting down: resumes at the next start
+                continue
+            if not self._cancel.is_set():
+                self._finish(job_id, skips, JobState.SUCCEEDED, None, done=done)
+                return
+            break
+        self._finish(job_id, skips, JobState.QUEUED, "interrupted by shutdown; resumes at next start")
+
+    def _attempt(self, job_id: str, batch_size: int, skips: SkipLog) -> int:
+        """One pass over the dataset from where the job stands; returns the collection's size."""
+        job = self.get(job_id)
+        task = INDEXABLE[job.task.value]
+        source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
+        self._update(job_id, total=source.count())
+        info = self._embedder.model_info(job.model)
+        missing = missing_modalities(indexing_needs(job.task), info.modalities)
+        if missing:
+            raise InvalidJob(refusal(job.model, job.task, missing))
+        if info.dimension is None:
+            raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
+        job = self._forget_other_weights(job, info.weights)
+        self._store.ensure_collection(task.collection_spec(job.collection, info.dimension))
+        progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
+        pipeline = IndexPipeline(
+            self._store,
+            self._embedder,
+            PipelineTarget(job.collection, task.image_vector, job.model, task.text_vector, task.text_field),
+            batch_size=batch_size,
+            in_flight=self._in_flight,
+            skips=skips,
+            on_progress=progress.written,
+            cancelled=self._cancel,
+            units=UnitTracker(lambda unit: self._unit_finished(job_id, unit)),
+        )
+        records = source.iter_records(
+            skips, skip_units=frozenset(job.completed_units), on_unit_done=pipeline.unit_read
+        )
+        pipeline.run(records)
+        return self._store.count(job.collection)  # authoritative: what the collection holds
 
     def _unit_finished(self, job_id: str, unit: str) -> None:
         with self._lock:

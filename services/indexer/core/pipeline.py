@@ -91,7 +91,10 @@ class IndexPipeline:
         self._in_flight = in_flight
         self._skips = skips
         self._on_progress = on_progress
-        self._cancelled = cancelled or threading.Event()
+        self._cancelled = cancelled or threading.Event()  # the owner's: shutdown
+        # This run's own: a failed batch stops the others. Never set the owner's event, which other
+        # jobs (and this job's retries) share.
+        self._failed = threading.Event()
         self._units = units
         # Units the reader has passed the end of, applied only once their records are submitted.
         self._read_units: list[str] = []
@@ -101,7 +104,7 @@ class IndexPipeline:
             running: set[Future[None]] = set()
             try:
                 for batch in batched(records, self._batch_size):
-                    if self._cancelled.is_set():
+                    if self._stopping():
                         self._read_units.clear()  # this batch is never written: its units stay open
                         break
                     if len(running) >= self._in_flight:
@@ -117,7 +120,7 @@ class IndexPipeline:
                 _raise_first(finished)
                 self._flush_read_units()
             except BaseException:
-                self._cancelled.set()
+                self._failed.set()
                 raise
 
     def unit_read(self, unit: str) -> None:
@@ -132,8 +135,11 @@ class IndexPipeline:
                 self._units.read_to_end(unit)
         self._read_units.clear()
 
+    def _stopping(self) -> bool:
+        return self._cancelled.is_set() or self._failed.is_set()
+
     def _process(self, batch: list[ImageRecord]) -> None:
-        if self._cancelled.is_set():
+        if self._stopping():
             return
         ids = [point_id(record.key) for record in batch]
         present = {p.id for p in self._store.retrieve(self._target.collection, ids)}

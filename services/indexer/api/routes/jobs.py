@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from marsbench.indexer.api.deps import JobsDep
 from marsbench.schemas.jobs import JobCreate, JobList, JobStatus
@@ -21,10 +23,22 @@ def create_job(request: JobCreate, jobs: JobsDep, roots: DatasetRootsDep) -> Job
 
 
 @router.get("")
-def list_jobs(jobs: JobsDep) -> JobList:
-    return JobList(data=jobs.list())
+def list_jobs(
+    jobs: JobsDep,
+    collection: Annotated[
+        str | None, Query(max_length=255, description="Only the jobs that write this collection.")
+    ] = None,
+) -> JobList:
+    """Jobs, oldest first (the last one for a collection is its current state)."""
+    return JobList(data=jobs.list(collection))
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, jobs: JobsDep) -> JobStatus:
     return jobs.get(job_id)
+
+
+@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+def resume_job(job_id: str, jobs: JobsDep) -> JobStatus:
+    """Continue a failed job where it stopped (what it wrote is kept); 409 unless it failed."""
+    return jobs.resume(job_id)
