@@ -1,10 +1,12 @@
-"""`marsbench demo`: synthetic data, marsbench-tiny, the whole pipeline, one table per task."""
+"""`marsbench demo`: synthetic data, marsbench-tiny, the whole pipeline, one table per task, and
+the report of its out folder (`marsbench report`) in <out>/report/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from marsbench.cli.progress import JobProgress
+from marsbench.cli.report import write_report
 from marsbench.cli.run import run_geolocalization, run_task
 from marsbench.cli.stack import LocalStack, StackUrls
 from marsbench.cli.tables import LANDFORM_COLUMNS, geo_table, landform_table, paired_table, render_table
@@ -84,4 +86,6 @@ def run_demo(*, data_dir: Path, out_dir: Path) -> int:
         _landform(urls, data, out_dir)
         _geolocalization(urls, data, out_dir)
     print(f"all run records: {out_dir}")
+    # The report reads every record in the folder: a rerun's records supersede an earlier demo's.
+    print(f"report: {write_report(out_dir, out_dir / 'report')}")
     return 0

@@ -1,8 +1,9 @@
-"""Leaderboards of a benchmark grid: one table per task, models x metrics, parity variant.
+"""Leaderboards: one table per task, models x metrics, parity variant (or another, for the report).
 
-Pure: built from the planned runs and the records found for them, rendered for the terminal
-(best per column marked `*`), Markdown (best in bold) and CSV (fractions as in the records,
-for machines, unmarked).
+Pure: built from `BoardEntry`s (one per run: where it goes and its metrics), which the benchmark
+makes from its planned runs and the records found for them (`leaderboards`) and `marsbench report`
+from the records it found; rendered for the terminal (best per column marked `*`), Markdown (best
+in bold), HTML (via `formatted`) and CSV (fractions as in the records, for machines, unmarked).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from marsbench.cli.benchmark import PlannedRun, RunKey
 
 PARITY = "parity"
+# Appended to the row name of a run evaluated on an incomplete index (`RunRecord.forced`).
+FORCED_MARK = "\u2020"
 LEADERBOARD_MD = "leaderboard.md"
 TASK_TITLES = {
     TaskName.PAIRED: "Paired image-text retrieval",
@@ -40,15 +43,27 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Cell:
+    text: str
+    best: bool = False  # the best value of its column (ties all marked)
+
+
+@dataclass(frozen=True)
 class Leaderboard:
     task: TaskName
     row_headers: tuple[str, ...]
     columns: tuple[Column, ...]
     rows: list[tuple[tuple[str, ...], list[float | None]]]
+    # Per row, whether a run in it was forced; None where the caller does not track it (the
+    # benchmark, whose runs never are), so its CSV keeps its columns.
+    forced: tuple[bool, ...] | None = None
 
     @property
     def title(self) -> str:
         return TASK_TITLES[self.task]
+
+    def headers(self) -> list[str]:
+        return [*self.row_headers, *(column.title for column in self.columns)]
 
     def best(self) -> list[set[int]]:
         """Per column, the rows holding its best value (ties all marked)."""
@@ -63,37 +78,50 @@ class Leaderboard:
             marks.append({row for row, value in present if value == best})
         return marks
 
-    def _cells(self, mark: Callable[[str], str]) -> list[list[str]]:
+    def formatted(self) -> list[list[Cell]]:
+        """The displayed cells: row names (a forced run's first name marked), then values x100
+        (ranks as they are), '-' for none. Every renderer but the CSV starts from these."""
         best = self.best()
         table = []
         for r, (names, values) in enumerate(self.rows):
-            cells = list(names)
+            shown = list(names)
+            if self.forced is not None and self.forced[r] and shown:
+                shown[0] = f"{shown[0]} {FORCED_MARK}"
+            cells = [Cell(name) for name in shown]
             for c, (column, value) in enumerate(zip(self.columns, values, strict=True)):
                 if value is None:
-                    cells.append("-")
+                    cells.append(Cell("-"))
                     continue
                 text = f"{value:g}" if column.rank else f"{100 * value:.2f}"
-                cells.append(mark(text) if r in best[c] else text)
+                cells.append(Cell(text, best=r in best[c]))
             table.append(cells)
         return table
 
+    def _cells(self, mark: Callable[[str], str]) -> list[list[str]]:
+        return [[mark(cell.text) if cell.best else cell.text for cell in row] for row in self.formatted()]
+
     def text(self) -> str:
-        headers = [*self.row_headers, *(column.title for column in self.columns)]
-        return render_table(headers, self._cells(lambda text: f"{text}*"))
+        return render_table(self.headers(), self._cells(lambda text: f"{text}*"))
 
     def markdown(self) -> str:
-        headers = [*self.row_headers, *(column.title for column in self.columns)]
         align = ["---"] * len(self.row_headers) + ["---:"] * len(self.columns)
-        lines = [headers, align, *self._cells(lambda text: f"**{text}**")]
-        return "\n".join(f"| {' | '.join(cells)} |" for cells in lines)
+        # A '|' in a model name would split its cell.
+        cells = [[text.replace("|", "\\|") for text in row] for row in self._cells(lambda t: f"**{t}**")]
+        lines = [self.headers(), align, *cells]
+        return "\n".join(f"| {' | '.join(row)} |" for row in lines)
 
     def csv(self) -> str:
-        """Fractions as in the records (MedR a rank), full precision, no marks: for machines."""
+        """Fractions as in the records (MedR a rank), full precision, no marks: for machines; a
+        `forced` column (true/false) where the board tracks forced runs."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([*(h.replace(" ", "_") for h in self.row_headers), *(c.key for c in self.columns)])
-        for names, values in self.rows:
-            writer.writerow([*names, *("" if value is None else repr(value) for value in values)])
+        flags = ["forced"] if self.forced is not None else []
+        writer.writerow(
+            [*(h.replace(" ", "_") for h in self.row_headers), *(c.key for c in self.columns), *flags]
+        )
+        for r, (names, values) in enumerate(self.rows):
+            forced = [str(self.forced[r]).lower()] if self.forced is not None else []
+            writer.writerow([*names, *("" if value is None else repr(value) for value in values), *forced])
         return buffer.getvalue()
 
 
@@ -121,37 +149,76 @@ def parity_metrics(record: RunRecord | None) -> Mapping[str, float]:
     return record.variants.get(PARITY, record.metrics)
 
 
+@dataclass(frozen=True)
+class BoardEntry:
+    """One run's place in its task's table and its numbers (empty: no record, shown '-')."""
+
+    task: TaskName
+    label: str  # the model's row name
+    caption_key: str | None = None  # paired: a second row header
+    landform: str | None = None  # geo: the column
+    query_mode: str | None = None  # geo: the second row header
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    forced: bool = False
+
+
 def leaderboards(planned: Sequence[PlannedRun], records: Mapping[RunKey, RunRecord]) -> list[Leaderboard]:
     """One table per task of the plan, rows in config order; a run without a record shows '-'."""
+    entries = [
+        BoardEntry(
+            task=run.key.task,
+            label=run.label,
+            caption_key=run.key.caption_key,
+            landform=run.key.landform,
+            query_mode=str(run.key.query_mode) if run.key.query_mode is not None else None,
+            metrics=parity_metrics(records.get(run.key)),
+        )
+        for run in planned
+    ]
+    return build_boards(entries)
+
+
+def build_boards(entries: Sequence[BoardEntry], *, track_forced: bool = False) -> list[Leaderboard]:
+    """One table per task, in the order the tasks first appear, rows in entry order. With
+    `track_forced`, rows holding a forced run are marked (and the CSV says so)."""
     boards = []
-    for task in dict.fromkeys(run.key.task for run in planned):
-        runs = [run for run in planned if run.key.task is task]
+    for task in dict.fromkeys(entry.task for entry in entries):
+        runs = [entry for entry in entries if entry.task is task]
         if task is TaskName.GEOLOCALIZATION:
-            boards.append(_geo_board(runs, records))
-            continue
-        columns = _PAIRED_COLUMNS if task is TaskName.PAIRED else _LANDFORM_COLUMNS
-        headers = ("model", "caption key") if task is TaskName.PAIRED else ("model",)
-        rows = []
-        for run in runs:
-            metrics = parity_metrics(records.get(run.key))
-            names = (run.label, run.key.caption_key or "") if task is TaskName.PAIRED else (run.label,)
-            rows.append((names, [metrics.get(column.key) for column in columns]))
-        boards.append(Leaderboard(task, headers, columns, rows))
+            board = _geo_board(runs)
+        else:
+            columns = _PAIRED_COLUMNS if task is TaskName.PAIRED else _LANDFORM_COLUMNS
+            headers = ("model", "caption key") if task is TaskName.PAIRED else ("model",)
+            rows = [
+                (_row_names(entry), [entry.metrics.get(column.key) for column in columns]) for entry in runs
+            ]
+            board = Leaderboard(task, headers, columns, rows)
+        if track_forced:
+            forced = {_row_names(entry) for entry in runs if entry.forced}
+            board = replace(board, forced=tuple(names in forced for names, _ in board.rows))
+        boards.append(board)
     return boards
 
 
-def _geo_board(runs: Sequence[PlannedRun], records: Mapping[RunKey, RunRecord]) -> Leaderboard:
+def _row_names(entry: BoardEntry) -> tuple[str, ...]:
+    if entry.task is TaskName.PAIRED:
+        return (entry.label, entry.caption_key or "")
+    if entry.task is TaskName.GEOLOCALIZATION:
+        return (entry.label, entry.query_mode or "")
+    return (entry.label,)
+
+
+def _geo_board(runs: Sequence[BoardEntry]) -> Leaderboard:
     """Rows (model, query mode), F1 per landform, and the means over landforms when all are there."""
-    landforms = tuple(dict.fromkeys(run.key.landform or "" for run in runs))
+    landforms = tuple(dict.fromkeys(run.landform or "" for run in runs))
     columns = (
         *(Column(f"{landform}_f1", f"{landform} F1") for landform in landforms),
         Column("mean_f1", "mean F1"),
         Column("mean_auprc", "mean AUPRC"),
     )
-    cells: dict[tuple[str, str], dict[str, Mapping[str, float]]] = {}
+    cells: dict[tuple[str, ...], dict[str, Mapping[str, float]]] = {}
     for run in runs:
-        row = cells.setdefault((run.label, str(run.key.query_mode)), {})
-        row[run.key.landform or ""] = parity_metrics(records.get(run.key))
+        cells.setdefault(_row_names(run), {})[run.landform or ""] = run.metrics
     rows = []
     for names, by_landform in cells.items():
         f1 = [by_landform.get(landform, {}).get("f1") for landform in landforms]

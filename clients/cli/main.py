@@ -119,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_urls(bench)
     _add_data_dir(bench)
 
+    report = commands.add_parser(
+        "report",
+        help="A leaderboard report (Markdown, CSV, static HTML with figures) from run records.",
+        description="Finds the run records under --results (recursively: the out folders of run, "
+        "benchmark and demo, or the evaluator's runs dir; the newest record of each run counts) and "
+        "writes report.md, leaderboard-<task>.csv and index.html with its figures/ into --out. The page "
+        "works offline. Record files that cannot be read are named on stderr and skipped.",
+    )
+    report.add_argument("--results", required=True, type=Path, help="Folder searched for run records.")
+    report.add_argument("--out", required=True, type=Path, help="Folder for the report.")
+
     models = commands.add_parser(
         "models",
         help="Every registered model: modalities, source, pinned revision, status.",
@@ -286,6 +297,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from marsbench.cli.report import generate_report
+
+    written = generate_report(args.results, args.out)
+    print(f"{written.summary}\nreport: {written.index}\nmarkdown: {written.markdown}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     if args.url:
         from marsbench.client import EncoderClient
@@ -342,6 +361,7 @@ COMMANDS = {
     "data": _cmd_data,
     "run": _cmd_run,
     "benchmark": _cmd_benchmark,
+    "report": _cmd_report,
     "models": _cmd_models,
     "jobs": _cmd_jobs,
     "collections": _cmd_collections,

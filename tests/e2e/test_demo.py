@@ -38,3 +38,10 @@ def test_demo_beats_chance_by_a_wide_margin(tmp_path: Path, capsys: pytest.Captu
     print(f"demo paired I2T R@10 {paired['metrics']['i2t_r10']:.4f} vs chance {10 / pairs:.4f}")
     assert paired["metrics"]["i2t_r10"] > 3 * 10 / pairs and paired["metrics"]["t2i_r10"] > 3 * 10 / pairs
     assert "Paired image-text retrieval, marsbench-tiny" in out
+
+    # It ends by writing the report of its records and printing where; the page needs no network.
+    report = tmp_path / "demo-runs" / "report" / "index.html"
+    assert out.rstrip().endswith(f"report: {report}")
+    page = report.read_text()
+    assert "Landform retrieval" in page and "Global geo-localization" in page and "http" not in page
+    assert len(list((report.parent / "figures").glob("*.png"))) >= 16  # per-class bars and 15 maps
