@@ -40,6 +40,16 @@ fi
 if [ "$action" = demo ]; then
   exec "$venv/bin/marsbench" demo
 fi
+
+# The search page's browser test (tests/ui) drives Debian's Chromium through its ChromeDriver.
+if [ -z "${MARSBENCH_SKIP_BROWSER:-}" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  echo "installing chromium and chromium-driver for the browser test (MARSBENCH_SKIP_BROWSER=1 skips it) ..."
+  apt_get="apt-get"
+  [ "$(id -u)" = 0 ] || apt_get="sudo apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  $apt_get install -y -q chromium chromium-driver >/dev/null \
+    || { $apt_get update -q >/dev/null && $apt_get install -y -q chromium chromium-driver >/dev/null; }
+fi
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
 exec "$venv/bin/python" -m pytest
