@@ -5,7 +5,10 @@ build an app that would listen beyond loopback with no API key (or, for the inde
 evaluator, with no dataset roots), then installs two ASGI middlewares and one error handler:
 
 - the API key: every request but the health probes carries `Authorization: Bearer <key>`, compared
-  in constant time; anything else gets a 401 in the services' error shape, with `WWW-Authenticate`;
+  in constant time; anything else gets a 401 in the services' error shape, with `WWW-Authenticate`.
+  A service may also name static prefixes (the evaluator's search page, `/ui`): GET and HEAD under
+  them need no key, because those files hold no data and a browser cannot send a header when it
+  loads a page; the page sends the key on its own API calls;
 - the body size: a request whose body is over the limit gets a 413 naming the setting, whether it
   declares its length or streams it (counted as it arrives, so memory stays bounded either way);
 - `LimitExceeded` (raised by routes for per-item limits) becomes a 413 naming the setting.
@@ -52,7 +55,8 @@ class AccessSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices(API_KEY_ENV, "api_key"),
         description="The deployment's API key: requests carry `Authorization: Bearer <key>`. Set, it is "
-        "required on every endpoint but /healthz and /readyz; unset, the service refuses to listen "
+        "required on every endpoint but /healthz, /readyz and the evaluator's static search page (/ui/; its "
+        "API calls need the key); unset, the service refuses to listen "
         "beyond loopback (see MARSBENCH_REQUIRE_API_KEY).",
     )
     require_api_key: Literal["auto", "true", "false"] = Field(
@@ -131,16 +135,37 @@ def required_key(settings: AccessSettings) -> str | None:
 # -- middlewares --------------------------------------------------------------------------------
 
 
+def is_static_path(method: str, path: str, prefixes: Sequence[str]) -> bool:
+    """A GET or HEAD of a prefix or anything below it, with no `..` segment (routing does not
+    normalise paths, so such a request would reach the static files or nothing, but it is refused
+    here rather than relied on)."""
+    if method not in ("GET", "HEAD") or "/.." in path or "\\" in path:
+        return False
+    return any(path == prefix or path.startswith(f"{prefix}/") for prefix in prefixes)
+
+
 class ApiKeyMiddleware:
     """401 for any request to a non-probe path without the bearer key; nothing is read first."""
 
-    def __init__(self, app: ASGIApp, *, key: str, open_paths: frozenset[str] = OPEN_PATHS) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        key: str,
+        open_paths: frozenset[str] = OPEN_PATHS,
+        static_prefixes: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self._key = key.encode("ascii")
         self._open = open_paths
+        self._static = tuple(static_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._open:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self._open
+            or is_static_path(scope["method"], scope["path"], self._static)
+        ):
             await self.app(scope, receive, send)
             return
         header = Headers(scope=scope).get("authorization")
@@ -299,8 +324,11 @@ class DatasetRootSettings(BaseSettings):
 # -- the one call -------------------------------------------------------------------------------
 
 
-def install_security(app: FastAPI, settings: AccessSettings) -> None:
-    """Refuse unsafe settings (StartupRefused), then guard `app`; see the module's docstring."""
+def install_security(app: FastAPI, settings: AccessSettings, *, static_prefixes: Sequence[str] = ()) -> None:
+    """Refuse unsafe settings (StartupRefused), then guard `app`; see the module's docstring.
+
+    `static_prefixes`: paths of static files that hold no data, served to GET and HEAD without the key.
+    """
     key = required_key(settings)
     if isinstance(settings, DatasetRootSettings):
         if not settings.dataset_roots and not is_loopback(settings.host):
@@ -316,4 +344,4 @@ def install_security(app: FastAPI, settings: AccessSettings) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, setting=body_setting)
     # Added last, runs first: a request without the key is refused before its body is read.
     if key is not None:
-        app.add_middleware(ApiKeyMiddleware, key=key)
+        app.add_middleware(ApiKeyMiddleware, key=key, static_prefixes=tuple(static_prefixes))

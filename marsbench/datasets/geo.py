@@ -22,11 +22,12 @@ images (loose layout), named by their path relative to `thumb/`.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -35,8 +36,16 @@ import numpy as np
 
 from marsbench.datasets.coords import TileNameError, parse_tile_name
 from marsbench.datasets.errors import DatasetError
+from marsbench.datasets.lookup import FileStamp, ItemNotFound, file_stamp, is_plain_name, payload_text
 from marsbench.datasets.records import ImageRecord, SkipLog
-from marsbench.datasets.tar_shards import ShardIssue, iter_tar_samples, scan_tar_members
+from marsbench.datasets.tar_shards import (
+    MemberSpan,
+    ShardIssue,
+    index_tar_members,
+    iter_tar_samples,
+    read_member,
+    scan_tar_members,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,8 @@ ROOT_UNIT = "."  # the unit name of images directly in thumb/ (loose layout)
 
 _FINGERPRINT_HEX_CHARS = 16
 _LOGGED_BAD_ROWS = 5
+# Shards whose tile index (file name -> member bytes) is kept for thumbnails: a few MB at most each.
+_INDEXED_SHARDS = 64
 
 UnitDone = Callable[[str], None]
 # Yields a unit's records, then returns whether the unit was read to its end.
@@ -304,6 +315,30 @@ class GeoTileDataset:
             if complete and on_unit_done is not None:
                 on_unit_done(unit.name)
 
+    def read_image(self, payload: Mapping[str, Any]) -> bytes:
+        """The encoded tile a stored payload names (`unit`: its shard or folder, `name`: the tile).
+
+        Only the units this reader found are looked in, and the name must be a bare file name, so
+        a payload cannot lead out of `thumb/`. ItemNotFound when the unit or tile is not there,
+        DatasetError when its file cannot be read.
+        """
+        name, unit_name = payload_text(payload, "name"), payload_text(payload, "unit")
+        unit = next((u for u in self._scan.units if u.name == unit_name), None)
+        if unit is None or not is_plain_name(name) or not is_tile_candidate(name):
+            raise ItemNotFound(f"no tile {name!r} in unit {unit_name!r} of {self._thumb}")
+        try:
+            if self._scan.layout == "loose":
+                path = unit.path / name
+                if not path.is_file():
+                    raise ItemNotFound(f"no tile file {path}")
+                return path.read_bytes()
+            span = _tile_spans(file_stamp(unit.path)).get(name)
+            if span is None:
+                raise ItemNotFound(f"no tile {name!r} in shard {unit.path}")
+            return read_member(unit.path, span)
+        except OSError as exc:
+            raise DatasetError(f"cannot read tile {name!r} of {unit.path}: {exc}") from exc
+
     def _iter_unit(self, unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
         if self._scan.layout == "loose":
             return (yield from _iter_folder(unit, seen, skips))
@@ -369,6 +404,15 @@ def _iter_folder(unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
         if record is not None:
             yield record
     return complete
+
+
+@functools.lru_cache(maxsize=_INDEXED_SHARDS)
+def _tile_spans(shard: FileStamp) -> dict[str, MemberSpan]:
+    """Tile file name -> member bytes of one shard; the first member of a name, as reading keeps."""
+    spans: dict[str, MemberSpan] = {}
+    for member, span in index_tar_members(Path(shard.path)).items():
+        spans.setdefault(member_file_name(member), span)
+    return spans
 
 
 def _accepted_keys(unit: _Unit) -> Iterator[str]:

@@ -14,6 +14,7 @@ checks that Pillow can parse them).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from marsbench.datasets.errors import DatasetError
+from marsbench.datasets.lookup import FileStamp, ItemNotFound, file_stamp, payload_text
 from marsbench.datasets.records import ImageRecord, SkipLog
 
 Layout = Literal["parquet", "folders"]
@@ -41,6 +43,8 @@ ID_COLUMNS: tuple[str, ...] = ("image_id", "id")
 _IMAGE_BATCH_ROWS = 64
 _LABEL_BATCH_ROWS = 65_536
 _FINGERPRINT_HEX_CHARS = 16
+# Parquet data sets whose name -> row index is kept for thumbnails (the landform sets are small).
+_INDEXED_DATASETS = 8
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -251,6 +255,39 @@ class LandformDataset:
         else:
             yield from self._iter_folders(skips, verify)
 
+    def read_image(self, payload: Mapping[str, object]) -> bytes:
+        """The encoded image a stored payload names (`name`: the image name the reader gave it).
+
+        Folders: the file at that relative name, which must lie in a class folder of this dataset.
+        Parquet: the first row of that name (an index of the id columns, built once per dataset).
+        ItemNotFound when there is no such image, DatasetError when the files cannot be read.
+        """
+        name = payload_text(payload, "name")
+        try:
+            if self._layout == "folders":
+                return self._folder_image(name)
+            return self._parquet_image(name)
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(f"cannot read image {name!r} of {self._root}: {exc}") from exc
+
+    def _parquet_image(self, name: str) -> bytes:
+        place = _row_index(tuple(file_stamp(shard) for shard in self._shards)).get(name)
+        if place is None:
+            raise ItemNotFound(f"no image named {name!r} in the parquet files of {self._root}")
+        shard, row = place
+        data = _row_image(self._shards[shard], row)
+        if data is None:
+            raise ItemNotFound(f"row {row} of {self._shards[shard].name} holds no image bytes")
+        return data
+
+    def _folder_image(self, name: str) -> bytes:
+        parts = name.split("/")
+        path = self._root.joinpath(*parts)
+        sound = len(parts) == 2 and not parts[0].startswith(".") and ".." not in parts and "" not in parts
+        if not sound or not is_image_file_name(name) or not path.is_file():
+            raise ItemNotFound(f"no image {name!r} in the class folders of {self._root}")
+        return path.read_bytes()
+
     # -- parquet
 
     def _metadata_names(self) -> list[str] | None:
@@ -394,6 +431,48 @@ def _accept(
             return None
     seen.add(name)
     return ImageRecord(key=name, image=data, payload={"name": name, "label": class_name})
+
+
+@functools.lru_cache(maxsize=_INDEXED_DATASETS)
+def _row_index(shards: tuple[FileStamp, ...]) -> dict[str, tuple[int, int]]:
+    """Image name -> (file position, row within the file), named as `iter_records` names rows.
+
+    Reads the id columns only. The global row index (the last naming fallback) runs over the files
+    in order; a file damaged part-way still counts all its rows, as reading does.
+    """
+    index: dict[str, tuple[int, int]] = {}
+    start = 0
+    for position, stamp in enumerate(shards):
+        with pq.ParquetFile(stamp.path) as parquet:
+            rows = parquet.metadata.num_rows
+            id_columns = [c for c in ID_COLUMNS if c in parquet.schema_arrow.names]
+            ids: dict[str, list[object]] = {c: [] for c in id_columns}
+            try:
+                for batch in parquet.iter_batches(batch_size=_LABEL_BATCH_ROWS, columns=id_columns):
+                    for column in id_columns:
+                        ids[column].extend(batch.column(column).to_pylist())
+            except (pa.ArrowException, OSError):
+                pass  # rows past the damage were never indexed, so they cannot be asked for
+            readable = len(ids[id_columns[0]]) if id_columns else rows
+        for row in range(readable):
+            image_id = ids["image_id"][row] if "image_id" in ids else None
+            id_ = ids["id"][row] if "id" in ids else None
+            index.setdefault(row_image_name(image_id, id_, start + row), (position, row))
+        start += rows
+    return index
+
+
+def _row_image(shard: Path, row: int) -> bytes | None:
+    """The image bytes of one row: reads only the row group holding it, image column only."""
+    with pq.ParquetFile(shard) as parquet:
+        first = 0
+        for group in range(parquet.metadata.num_row_groups):
+            count = parquet.metadata.row_group(group).num_rows
+            if row < first + count:
+                column = parquet.read_row_group(group, columns=["image"]).column("image")
+                return image_bytes_of(column[row - first].as_py())
+            first += count
+    return None
 
 
 def _readable_parquet(shards: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:

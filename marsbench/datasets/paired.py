@@ -45,17 +45,26 @@ job. Resumable units are the shard files, named by file name.
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.landform import fingerprint_of, image_problem
+from marsbench.datasets.lookup import FileStamp, ItemNotFound, file_stamp, payload_text
 from marsbench.datasets.records import ImageRecord, SkipLog
-from marsbench.datasets.tar_shards import ShardIssue, iter_tar_samples, scan_tar_members
+from marsbench.datasets.tar_shards import (
+    MemberSpan,
+    ShardIssue,
+    index_tar_members,
+    iter_tar_samples,
+    read_member,
+    scan_tar_members,
+)
 
 SHARD_SUFFIX = ".tar"  # matched case-sensitively, as the reference matches it
 TSV_NAME = "mars_vl_pairs.tsv"
@@ -67,6 +76,8 @@ DEFAULT_CAPTION_KEY = "refined_caption"
 # The caption fields of the published JSON (the reference's config offers the first two).
 CAPTION_KEYS: tuple[str, ...] = ("ori_caption", "refined_caption", "qwen3_fused_caption")
 NESTED_CAPTION_FIELD = "caption"
+# Shards whose key -> image member index is kept for thumbnails.
+_INDEXED_SHARDS = 64
 
 CaptionSource = Literal["json", "txt"]
 UnitDone = Callable[[str], None]
@@ -358,6 +369,25 @@ class PairedDataset:
             if complete and on_unit_done is not None:
                 on_unit_done(shard.name)
 
+    def read_image(self, payload: Mapping[str, Any]) -> bytes:
+        """The image of a stored pair (`shard`: its shard file name, `key`: its sample key).
+
+        The sample's first image member: the one img2dataset writes, and the one the reader pairs
+        unless a shard repeats a key's image. Only this folder's shards are looked in.
+        ItemNotFound when there is no such image, DatasetError when the shard cannot be read.
+        """
+        key, shard_name = payload_text(payload, "key"), payload_text(payload, "shard")
+        shard = next((s for s in self._shards if s.name == shard_name), None)
+        if shard is None:
+            raise ItemNotFound(f"no shard {shard_name!r} in {self._root}")
+        try:
+            span = _image_spans(file_stamp(shard)).get(key)
+            if span is None:
+                raise ItemNotFound(f"no image of sample {key!r} in {shard}")
+            return read_member(shard, span)
+        except OSError as exc:
+            raise DatasetError(f"cannot read the image of {key!r} from {shard}: {exc}") from exc
+
     def _iter_shard(
         self, shard: Path, seen: set[str], skips: SkipLog, check: ImageCheck | None
     ) -> UnitReader:
@@ -388,3 +418,14 @@ class PairedDataset:
         for item in pair_members(members, self._caption_key, check_image=check):
             if isinstance(item, PairedSample):
                 yield item.key
+
+
+@functools.lru_cache(maxsize=_INDEXED_SHARDS)
+def _image_spans(shard: FileStamp) -> dict[str, MemberSpan]:
+    """Sample key -> its first image member, for one shard (keys split as `split_part_name` does)."""
+    spans: dict[str, MemberSpan] = {}
+    for member, span in index_tar_members(Path(shard.path)).items():
+        key, ext = split_part_name(member)
+        if ext in IMAGE_EXTENSIONS and span.size > 0:
+            spans.setdefault(key, span)
+    return spans

@@ -12,8 +12,9 @@ repeated within a sample) are reported as non-fatal issues and reading goes on. 
 reader checks for the end-of-archive block itself.
 
 Shards are read with `tarfile` in random-access mode; `scan_tar_members` lists members from
-their headers alone, with a small parser of its own, for counting. Both take uncompressed tar
-only, which is what the published shards are.
+their headers alone, with a small parser of its own, for counting, and `index_tar_members` uses
+that parser to locate members for `read_member` (one image of a shard, for a thumbnail). All take
+uncompressed tar only, which is what the published shards are.
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ class ShardIssue:
 
 
 IssueHandler = Callable[[ShardIssue], None]
+
+
+class MemberSpan(NamedTuple):
+    """Where one member's bytes lie in its archive: byte offset and length."""
+
+    offset: int
+    size: int
+
+
+class _Entry(NamedTuple):
+    name: str
+    size: int
+    offset: int  # of the member's data
+    sparse: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +184,42 @@ def scan_tar_members(path: Path) -> ShardListing:
     than `tarfile`, whose full header decoding costs about ten times as much per member: this
     is what counting a million-tile set spends its time on.
     """
-    members: list[tuple[str, int]] = []
+    entries, problem = _scan_file(path)
+    return ShardListing(members=[(entry.name, entry.size) for entry in entries], problem=problem)
+
+
+def index_tar_members(path: Path) -> dict[str, MemberSpan]:
+    """Where each regular member's bytes lie, by member name, from the headers alone.
+
+    For reading single members later (`read_member`) without walking the archive again. A name
+    repeated in the archive keeps its first copy, as the sample reader does. Sparse members are
+    left out: their bytes are not stored in one piece. A damaged archive gives the members listed
+    before the damage.
+    """
+    index: dict[str, MemberSpan] = {}
+    for entry in _scan_file(path)[0]:
+        if not entry.sparse:
+            index.setdefault(entry.name, MemberSpan(entry.offset, entry.size))
+    return index
+
+
+def read_member(path: Path, span: MemberSpan) -> bytes:
+    """The bytes of one member found by `index_tar_members`; OSError when the shard is shorter."""
+    with path.open("rb", buffering=0) as raw:
+        data = os.pread(raw.fileno(), span.size, span.offset)
+    if len(data) != span.size:
+        raise OSError(f"{path}: member at byte {span.offset} is cut short (the shard changed?)")
+    return data
+
+
+def _scan_file(path: Path) -> tuple[list[_Entry], str | None]:
+    entries: list[_Entry] = []
     try:
         with path.open("rb", buffering=0) as raw:
-            problem = _scan_headers(raw.fileno(), os.fstat(raw.fileno()).st_size, members)
+            problem = _scan_headers(raw.fileno(), os.fstat(raw.fileno()).st_size, entries)
     except OSError as exc:
         problem = _describe(exc)
-    return ShardListing(members=members, problem=problem)
+    return entries, problem
 
 
 def _padded(size: int) -> int:
@@ -216,8 +260,8 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def _scan_headers(fd: int, file_size: int, members: list[tuple[str, int]]) -> str | None:
-    """Appends (name, size) of each regular file to `members`; returns why it stopped early."""
+def _scan_headers(fd: int, file_size: int, members: list[_Entry]) -> str | None:
+    """Appends each regular file to `members`; returns why it stopped early."""
     offset = 0
     long_name: str | None = None
     pax: dict[str, str] = {}
@@ -249,14 +293,16 @@ def _scan_headers(fd: int, file_size: int, members: list[tuple[str, int]]) -> st
         if block[257:265] == _POSIX_MAGIC and (prefix := _text(block[345:500])):
             name = f"{prefix}/{name}"
         name = pax.get("path", long_name or name)
+        sparse = kind == b"S" or any(key.startswith("GNU.sparse.") for key in pax)
         long_name, pax = None, {}
         offset += _BLOCK
         extended = kind == b"S" and block[482]
         while extended:  # old GNU sparse: more sparse maps precede the data
             extended = os.pread(fd, _BLOCK, offset)[504:505] not in (b"", b"\0")
             offset += _BLOCK
+        data_offset = offset
         offset += _padded(size)
         if offset > file_size:
             return f"unexpected end of data in member {name!r}"
         if kind in _REGULAR_TYPES and not name.endswith("/"):
-            members.append((name, size))
+            members.append(_Entry(name, size, data_offset, sparse))

@@ -1,10 +1,14 @@
-"""`POST /v1/search`: an interactive query against a live collection."""
+"""`POST /v1/search`: an interactive query against a live collection; `GET /v1/collections`: what
+can be searched, and with which model."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from marsbench.schemas.common import MAX_REF_CHARS, StrictModel
+from marsbench.schemas.jobs import JobState
 
 # A query is a caption or a class prompt: far below the encoder's MARSBENCH_ENCODER_MAX_TEXT_CHARS.
 MAX_QUERY_CHARS = 10_000
@@ -63,3 +67,42 @@ class SearchResponse(BaseModel):
     next_offset: int | None = Field(
         default=None, description="Where the next page starts; None when this page is the last."
     )
+
+
+# Thumbnails of stored points (`GET /v1/collections/{name}/points/{id}/image?size=`), in pixels.
+MIN_THUMBNAIL_PX = 32
+MAX_THUMBNAIL_PX = 512
+DEFAULT_THUMBNAIL_PX = 192
+
+IndexerLink = Literal["connected", "not configured", "unavailable"]
+
+
+class SearchableCollection(BaseModel):
+    """A collection of the store, with what its latest indexing job says about it."""
+
+    name: str
+    vectors: dict[str, int]
+    points: int
+    task: str | None = Field(
+        default=None, description="From the latest indexing job, else from the collection name's first part."
+    )
+    model: str | None = Field(
+        default=None, description="The model the latest job indexed with: what `POST /v1/search` needs."
+    )
+    dataset_dir: str | None = Field(default=None, description="The dataset the latest job read.")
+    state: JobState | None = Field(
+        default=None, description="The latest job's state; null when no job of the indexer wrote it."
+    )
+    geo: bool = Field(description="Whether `region` filters apply (a geo-localization collection).")
+    images: bool = Field(
+        description="Whether thumbnails can be served: the latest job names the dataset to read them from."
+    )
+
+
+class SearchableCollectionList(BaseModel):
+    data: list[SearchableCollection]
+    indexer: IndexerLink = Field(
+        description="Whether the evaluator could ask the indexer about the collections' jobs "
+        "(MARSBENCH_INDEXER_URL); without it, model, dataset and state are unknown."
+    )
+    message: str | None = Field(default=None, description="Why the jobs are unknown, when they are.")

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from marsbench.client import EncoderClient, IndexerClient
 from marsbench.evaluator.api.errors import install_error_handlers
 from marsbench.evaluator.api.router import api_router
+from marsbench.evaluator.api.ui import UI_PREFIX, install_ui
 from marsbench.evaluator.core.runs import RunService
+from marsbench.evaluator.core.thumbnails import PointImages
 from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.evaluator.settings import EvaluatorSettings
 from marsbench.observability import install_observability
@@ -40,6 +42,8 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
         app.state.runs = RunService(
             active_store, encoder, settings.runs_dir(), warm_indexes=warm, indexing=indexer
         )
+        app.state.indexing = indexer
+        app.state.point_images = PointImages(active_store, indexer)
         try:
             yield
         finally:
@@ -52,6 +56,9 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
     app = FastAPI(title="marsbench evaluator", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(api_router)
-    install_security(app, settings)  # before observability: its middleware then sees our 401s/413s
+    install_ui(app)
+    # Before observability: its middleware then sees our 401s/413s. The page's static files hold no
+    # data and need no key; the page sends the key on its API calls.
+    install_security(app, settings, static_prefixes=(UI_PREFIX,))
     install_observability(app, "evaluator")
     return app

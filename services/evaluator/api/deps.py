@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.ports import IndexingJobs, QueryEncoder
 from marsbench.evaluator.core.runs import RunService
+from marsbench.evaluator.core.thumbnails import PointImages
 from marsbench.store import VectorStore
 
 
@@ -26,6 +27,18 @@ def get_encoder(request: Request) -> QueryEncoder:
     return encoder
 
 
+def get_indexing(request: Request) -> IndexingJobs | None:
+    indexing: IndexingJobs | None = getattr(request.app.state, "indexing", None)
+    return indexing
+
+
+def get_point_images(request: Request) -> PointImages:
+    images: PointImages = request.app.state.point_images
+    return images
+
+
 RunsDep = Annotated[RunService, Depends(get_runs)]
 StoreDep = Annotated[VectorStore, Depends(get_store)]
 EncoderDep = Annotated[QueryEncoder, Depends(get_encoder)]
+IndexingDep = Annotated[IndexingJobs | None, Depends(get_indexing)]
+PointImagesDep = Annotated[PointImages, Depends(get_point_images)]

@@ -8,9 +8,11 @@ from fastapi.responses import JSONResponse
 from marsbench.client import ApiError, MarsbenchError
 from marsbench.evaluator.core.errors import (
     EvaluatorError,
+    ImageUnavailable,
     IncompleteIndex,
     InvalidRun,
     NotIndexed,
+    PointNotFound,
     RunNotFound,
 )
 from marsbench.http import error_response, status_for
@@ -18,8 +20,10 @@ from marsbench.store import StoreError
 
 STATUS: dict[type[Exception], int] = {
     RunNotFound: 404,
+    PointNotFound: 404,
     NotIndexed: 409,
     IncompleteIndex: 409,
+    ImageUnavailable: 409,
     InvalidRun: 422,
     StoreError: 503,
     MarsbenchError: 502,

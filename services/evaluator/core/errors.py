@@ -1,10 +1,13 @@
 """Evaluator domain errors; `marsbench.evaluator.api.errors` maps them to statuses.
 
 EvaluatorError
-├── RunNotFound     404
-├── NotIndexed      409  the collection for (task, model, data) does not exist yet
-├── IncompleteIndex 409  its indexing job has not succeeded (detail: the job's progress)
-└── InvalidRun      422  the request cannot be evaluated (the message says why)
+├── RunNotFound      404
+├── PointNotFound    404  no such collection or point, or the dataset no longer holds its image
+├── NotIndexed       409  the collection for (task, model, data) does not exist yet
+├── IncompleteIndex  409  its indexing job has not succeeded (detail: the job's progress)
+├── ImageUnavailable 409  a point's image cannot be read: no indexer or job names its dataset, or
+│                         the dataset cannot be opened or decoded
+└── InvalidRun       422  the request cannot be evaluated (the message says why)
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ class RunNotFound(EvaluatorError):
         super().__init__(f"no run {run_id!r}; GET /v1/runs lists them")
 
 
+class PointNotFound(EvaluatorError):
+    pass
+
+
 class NotIndexed(EvaluatorError):
+    pass
+
+
+class ImageUnavailable(EvaluatorError):
     pass
 
 

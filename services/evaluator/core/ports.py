@@ -3,8 +3,8 @@ implement them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,3 +28,13 @@ class IndexingJobs(Protocol):
     """The indexer's jobs: whether a collection's indexing has finished."""
 
     def jobs(self, collection: str | None = None) -> list[JobStatus]: ...
+
+
+@runtime_checkable
+class ImageReader(Protocol):
+    """A dataset reader that finds a stored point's image again from its payload (thumbnails).
+
+    Raises `marsbench.datasets.lookup.ItemNotFound` for an item it does not hold and
+    `DatasetError` for files it cannot read."""
+
+    def read_image(self, payload: Mapping[str, Any]) -> bytes: ...
