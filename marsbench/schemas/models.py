@@ -36,6 +36,16 @@ class ModelInfo(BaseModel):
     weights: str | None = Field(
         default=None, description="Identifies the loaded weights (files, sizes, mtimes); None until loaded."
     )
+    device: str | None = Field(
+        default=None,
+        description="Where the model runs, e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'; None until "
+        "loaded.",
+    )
+    precision: str | None = Field(
+        default=None,
+        description="The forward pass's precision: 'fp32' on CPU; on GPU the model's or the encoder's "
+        "(MARSBENCH_ENCODER_GPU_PRECISION) fp32, bf16 or fp16. None until loaded.",
+    )
 
 
 class ModelList(BaseModel):

@@ -1,16 +1,34 @@
-"""Evaluator wire schemas: run requests and run records (also the JSON files on disk)."""
+"""Evaluator wire schemas: run requests and run records (also the JSON files on disk).
+
+The record's JSON schema is committed as docs/run-record.schema.json and documented in
+docs/run-records.md; regenerate the schema with `python -m marsbench.schemas.runs` after changing
+a record model (a test fails until it matches).
+
+Record versions: 1 had no `provenance`, `curves` or `forced`; 2 adds them. Older records load with
+those fields at their defaults. Fields this version does not know (a newer marsbench's) are kept,
+so reading and re-saving a record loses nothing, and a record newer than this code warns once.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import warnings
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from marsbench.schemas.common import MAX_PATH_CHARS, MAX_REF_CHARS, StrictModel
 from marsbench.schemas.jobs import TaskName
+from marsbench.schemas.provenance import Provenance
 
-RUN_RECORD_VERSION = 1
+RUN_RECORD_VERSION = 2
+SCHEMA_PATH = "docs/run-record.schema.json"
+
+
+class NewerRecordWarning(UserWarning):
+    """A run record written by a newer marsbench: fields this version does not know are kept as is."""
 
 
 class QueryMode(StrEnum):
@@ -71,15 +89,22 @@ class RunCreate(StrictModel):
 class Curve(BaseModel):
     """A curve sampled at points: the `x` values and one or more series of the same length."""
 
+    model_config = ConfigDict(extra="allow")
+
     x_label: str = Field(description="What `x` holds, e.g. 'k' (a rank cut-off).")
     x: list[float]
     y: dict[str, list[float]] = Field(description="Series by name, e.g. 'precision', 'recall'.")
 
 
 class RunRecord(BaseModel):
-    """One evaluation; saved as `<results_dir>/<id>.json`."""
+    """One evaluation; saved as `<results_dir>/<id>.json` (docs/run-records.md describes every field)."""
 
-    version: int = RUN_RECORD_VERSION
+    model_config = ConfigDict(extra="allow", title="RunRecord")
+
+    version: int = Field(
+        default=RUN_RECORD_VERSION,
+        description="Record format: 1 (no provenance, curves or forced), 2 (this schema).",
+    )
     id: str
     task: TaskName
     model: str
@@ -88,7 +113,9 @@ class RunRecord(BaseModel):
     caption_key: str | None = None
     landform: str | None = None
     query_mode: QueryMode | None = None
-    variant: str = Field(description="Which metric variant produced `metrics` (e.g. 'parity').")
+    variant: str = Field(
+        description="Which metric variant produced `metrics` ('parity': the reference's procedure)."
+    )
     metrics: dict[str, float] = Field(description="Fractions in 0..1 (geo `k` is a rank).")
     variants: dict[str, dict[str, float]] = Field(
         default_factory=dict,
@@ -101,12 +128,19 @@ class RunRecord(BaseModel):
     curves: dict[str, Curve] = Field(
         default_factory=dict,
         description="Curves for plots, parity variant: paired 'i2t_recall_at_k' / 't2i_recall_at_k' "
-        "(x: k, y: recall); geo 'pr' (x: k, y: precision and recall).",
+        "(x: about 40 log-spaced k from 1 to the number of pairs, with 1, 5 and 10; y: recall); geo "
+        "'pr' (x: the parity k grid plus log-spaced k below it, at most 300, best-F1 k and last k "
+        "included; y: precision and recall).",
     )
     chance: dict[str, float] = Field(
         default_factory=dict, description="The same metrics for a random ranking (mean of seeded shuffles)."
     )
-    settings: dict[str, object] = Field(default_factory=dict, description="Query settings and prompts.")
+    settings: dict[str, object] = Field(
+        default_factory=dict,
+        description="Query settings and prompts: the task's (templates, prompts, query images, k, "
+        "radius, mixing, tie and order rules) and `model_prompts`, the model's default prompts and "
+        "any query instruction the request set.",
+    )
     counts: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     skipped: int | None = Field(default=None, description="Items skipped while indexing (see `indexing`).")
@@ -119,9 +153,39 @@ class RunRecord(BaseModel):
         description="Evaluated with force=true although the collection's indexing had not succeeded "
         "(see `indexing` for how far it had got): not comparable with complete runs.",
     )
+    provenance: Provenance | None = Field(
+        default=None,
+        description="What reproduces the run: request, model and weights, dataset fingerprint, "
+        "software, git commit, hardware, timings per phase. None in version 1 records.",
+    )
     created_at: datetime
-    duration_s: float
+    duration_s: float = Field(
+        description="Seconds the task's evaluation took (provenance.timings: per phase)."
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _warn_if_newer(cls, version: int) -> int:
+        if version > RUN_RECORD_VERSION:
+            warnings.warn(
+                f"run record version {version} is newer than this marsbench's ({RUN_RECORD_VERSION}): "
+                "fields it does not know are kept as they are, unread",
+                NewerRecordWarning,
+                stacklevel=2,
+            )
+        return version
 
 
 class RunList(BaseModel):
     data: list[RunRecord]
+
+
+def run_record_json_schema() -> str:
+    """The JSON schema of run records, as committed in docs/run-record.schema.json."""
+    schema = RunRecord.model_json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":  # python -m marsbench.schemas.runs > docs/run-record.schema.json
+    sys.stdout.write(run_record_json_schema())

@@ -84,6 +84,17 @@ async def test_model_cards_report_memory_and_status(three_models: dict[str, Mode
         assert card.loaded and card.status == "loaded" and card.memory_gb and card.memory_gb > 0
 
 
+async def test_model_cards_say_where_and_how_a_loaded_model_runs(three_models: dict[str, ModelSpec]) -> None:
+    """Device, precision and weights identity: what a run record needs to say what embedded its queries."""
+    async with EncoderEngine(EncoderSettings(device="cpu"), specs=three_models) as engine:
+        card = await engine.describe("a", load=False)
+        assert (card.device, card.precision, card.weights) == (None, None, None)
+        card = await engine.describe("a")
+        assert (card.device, card.precision) == ("cpu", "fp32")  # CPU runs fp32 whatever the setting
+        assert card.weights and "open_clip_model.safetensors:" in card.weights
+        assert (await engine.describe("a", load=False)).device == "cpu"  # loaded: load=False knows too
+
+
 def test_registry_estimates_follow_the_weights_dtype() -> None:
     from marsbench.encoder.adapters import expected_weight_gb
     from marsbench.encoder.core.registry import registered_specs

@@ -28,7 +28,7 @@ from marsbench.encoder.adapters import (
     load_model,
     prompt_card,
 )
-from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
+from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, precision_for
 from marsbench.encoder.core.batcher import DeviceActivity, DynamicBatcher
 from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
 from marsbench.encoder.core.images import decode_image, decode_tensor
@@ -51,6 +51,9 @@ class ServedModel:
     make_batcher: Callable[[str, Callable[[list[Any]], np.ndarray], bool], DynamicBatcher[Any]]
     last_used: float
     weights: str
+    # Where and how it runs, for model cards and run records: 'cuda:0 (NVIDIA H100 ...)', 'bf16'.
+    device: str = "cpu"
+    precision: str = "fp32"
     batchers: dict[tuple[Modality, PromptOptions], DynamicBatcher[Any]] = field(default_factory=dict)
 
     @property
@@ -231,10 +234,26 @@ class EncoderEngine:
             )
 
         served = ServedModel(
-            model=model, make_batcher=make_batcher, last_used=time.monotonic(), weights=weights
+            model=model,
+            make_batcher=make_batcher,
+            last_used=time.monotonic(),
+            weights=weights,
+            device=self._device_name(),
+            precision=self._precision(spec),
         )
         self._served[spec.name] = served
         return served
+
+    def _device_name(self) -> str:
+        device = self._options.torch_device()
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        return str(device)
+
+    def _precision(self, spec: ModelSpec) -> str:
+        # CPU always runs fp32 (see RuntimeOptions); on GPU the model's own precision or the encoder's.
+        return precision_for(spec, self._options) if self._options.torch_device().type == "cuda" else "fp32"
 
     def _batch_done(self, batcher: str, items: int, seconds: float) -> None:
         # Looked up per batch, not bound at batcher creation: the observer is set after the engine.
@@ -346,6 +365,8 @@ def model_card(spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         prompt_names=list(model.prompt_names) if model else [],
         accepts_instruction=model.accepts_instruction if model else False,
         weights=served.weights if served else None,
+        device=served.device if served else None,
+        precision=served.precision if served else None,
     )
 
 

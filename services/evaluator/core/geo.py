@@ -12,6 +12,7 @@ from marsbench.datasets.geo import ground_truth_path, load_ground_truth, query_i
 from marsbench.datasets.records import SkipLog
 from marsbench.evaluator.core.errors import InvalidRun
 from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.core.warm_index import ORDER_RULE as WARM_ORDER_RULE
 from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.evaluator.metrics.geo import GeoCurve, exact_curve, parity_curve
@@ -93,31 +94,40 @@ def evaluate_geo(
     dataset_dir: Path,
     request: RunCreate,
     warm: WarmIndexCache | None = None,
+    timer: PhaseTimer | None = None,
 ) -> GeoOutcome:
+    """`timer`, when given, times the phases read_ground_truth, embed_queries, load_index (the warm
+    index, when there is one), search and metrics."""
+    timer = timer or PhaseTimer()
     landform = request.landform or ""
     gt_file = ground_truth_path(dataset_dir, landform)
     if not gt_file.is_file():
         raise InvalidRun(f"no ground truth for {landform!r}: {gt_file} does not exist")
     skipped = SkipLog()
-    try:
-        gt = load_ground_truth(gt_file, skipped)
-    except DatasetError as exc:
-        raise InvalidRun(str(exc)) from exc
-    query = build_geo_query(encoder, request.model, dataset_dir, request)
-    dim = store.collection_info(collection).vectors[GEO.image_vector]
-    index = warm.get(store, collection, using=GEO.image_vector, dim=dim) if warm is not None else None
-    if index is not None:
-        ranked, order_rule = index.ranked_lonlat(query.vector, request.top_k), WARM_ORDER_RULE
-    else:
-        hits = store.search_batch(
-            collection, query.vector[None, :], using=GEO.image_vector, limit=request.top_k, exact=True
-        )[0]
-        ranked, order_rule = ranked_locations(hits), ORDER_RULE
+    with timer.phase("read_ground_truth"):
+        try:
+            gt = load_ground_truth(gt_file, skipped)
+        except DatasetError as exc:
+            raise InvalidRun(str(exc)) from exc
+    with timer.phase("embed_queries"):
+        query = build_geo_query(encoder, request.model, dataset_dir, request)
+    with timer.phase("load_index"):  # the warm in-memory index: built on first use, then cached
+        dim = store.collection_info(collection).vectors[GEO.image_vector]
+        index = warm.get(store, collection, using=GEO.image_vector, dim=dim) if warm is not None else None
+    with timer.phase("search"):
+        if index is not None:
+            ranked, order_rule = index.ranked_lonlat(query.vector, request.top_k), WARM_ORDER_RULE
+        else:
+            hits = store.search_batch(
+                collection, query.vector[None, :], using=GEO.image_vector, limit=request.top_k, exact=True
+            )[0]
+            ranked, order_rule = ranked_locations(hits), ORDER_RULE
     options = {"radius_deg": request.radius_deg, "max_k": request.top_k}
-    curves = {
-        "parity": parity_curve(ranked, gt, **options),
-        "exact": exact_curve(ranked, gt, **options),
-        "exact_great_circle": exact_curve(ranked, gt, distance="great_circle", **options),
-    }
+    with timer.phase("metrics"):
+        curves = {
+            "parity": parity_curve(ranked, gt, **options),
+            "exact": exact_curve(ranked, gt, **options),
+            "exact_great_circle": exact_curve(ranked, gt, distance="great_circle", **options),
+        }
     notes = [f"{s.key}: {s.reason}" for s in skipped.items]
     return GeoOutcome(curves, ranked, gt, query, notes, order_rule)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.metrics.landform import LandformMetrics, landform_metrics
 from marsbench.evaluator.metrics.ranking import rank_by_score
 from marsbench.store import VectorStore
@@ -66,31 +67,38 @@ def evaluate_landform(
     model: str,
     max_k: int | None,
     instruction: str | None = None,
+    timer: PhaseTimer | None = None,
 ) -> LandformOutcome:
+    """`timer`, when given, times the phases read_collection, embed_queries, search and metrics."""
+    timer = timer or PhaseTimer()
     names_by_id: dict[str, str] = {}
     relevant: dict[str, set[str]] = defaultdict(set)
-    for point in store.scroll(collection):
-        name, label = str(point.payload["name"]), str(point.payload["label"])
-        names_by_id[point.id] = name
-        relevant[label].add(name)
+    with timer.phase("read_collection"):
+        for point in store.scroll(collection):
+            name, label = str(point.payload["name"]), str(point.payload["label"])
+            names_by_id[point.id] = name
+            relevant[label].add(name)
     classes = sorted(relevant)
     if not classes:
         return LandformOutcome(landform_metrics({}, {}), {}, 0, [])
-    queries = build_class_queries(encoder, model, classes, instruction=instruction)
-    # Every image is ranked (the reference's default), best first; ties are re-broken by name below.
-    results = store.search_batch(
-        collection,
-        queries,
-        using=LANDFORM.image_vector,
-        limit=len(names_by_id),
-        exact=True,
-        with_payload=False,
-    )
-    rankings = {}
-    for name, hits in zip(classes, results, strict=True):
-        hit_names = [names_by_id[hit.id] for hit in hits]
-        scores = np.array([hit.score for hit in hits], dtype=np.float64)
-        rankings[name] = rank_by_score(hit_names, scores, decimals=SCORE_DECIMALS)
-    metrics = landform_metrics(rankings, relevant, max_k=max_k)
-    chance = chance_metrics(sorted(names_by_id.values()), relevant, max_k=max_k)
+    with timer.phase("embed_queries"):
+        queries = build_class_queries(encoder, model, classes, instruction=instruction)
+    with timer.phase("search"):
+        # Every image is ranked (the reference's default), best first; ties are re-broken by name below.
+        results = store.search_batch(
+            collection,
+            queries,
+            using=LANDFORM.image_vector,
+            limit=len(names_by_id),
+            exact=True,
+            with_payload=False,
+        )
+    with timer.phase("metrics"):
+        rankings = {}
+        for name, hits in zip(classes, results, strict=True):
+            hit_names = [names_by_id[hit.id] for hit in hits]
+            scores = np.array([hit.score for hit in hits], dtype=np.float64)
+            rankings[name] = rank_by_score(hit_names, scores, decimals=SCORE_DECIMALS)
+        metrics = landform_metrics(rankings, relevant, max_k=max_k)
+        chance = chance_metrics(sorted(names_by_id.values()), relevant, max_k=max_k)
     return LandformOutcome(metrics, chance, len(names_by_id), classes)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.metrics.paired import PairedMetrics, paired_metrics
 from marsbench.store import VectorStore
 from marsbench.tasks.paired import PAIRED
@@ -57,14 +58,25 @@ def top_lists(
     return out
 
 
-def evaluate_paired(store: VectorStore, *, collection: str, with_top_lists: bool) -> PairedOutcome:
-    keys, images, texts = load_pairs(store, collection)
+def evaluate_paired(
+    store: VectorStore, *, collection: str, with_top_lists: bool, timer: PhaseTimer | None = None
+) -> PairedOutcome:
+    """`timer`, when given, times the phases read_collection (both sides' vectors), metrics (the
+    exhaustive rankings) and, with top lists, search. No query is embedded: both sides come from
+    the store."""
+    timer = timer or PhaseTimer()
+    with timer.phase("read_collection"):
+        keys, images, texts = load_pairs(store, collection)
     if not keys:
         raise ValueError(f"collection {collection!r} holds no pairs")
-    metrics = paired_metrics(images, texts)
-    bounds = {
-        "ties_optimistic": paired_metrics(images, texts, ties="optimistic"),
-        "ties_pessimistic": paired_metrics(images, texts, ties="pessimistic"),
-    }
-    lists = top_lists(store, collection, keys, images, texts) if with_top_lists else None
+    with timer.phase("metrics"):
+        metrics = paired_metrics(images, texts)
+        bounds = {
+            "ties_optimistic": paired_metrics(images, texts, ties="optimistic"),
+            "ties_pessimistic": paired_metrics(images, texts, ties="pessimistic"),
+        }
+    lists = None
+    if with_top_lists:
+        with timer.phase("search"):
+            lists = top_lists(store, collection, keys, images, texts)
     return PairedOutcome(metrics, bounds, keys, lists)

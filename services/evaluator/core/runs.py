@@ -1,7 +1,7 @@
 """Runs: evaluate a (task, model, data) collection and keep the record as JSON.
 
 Each task has one function that evaluates and returns the task-specific fields of the record;
-`RunService.create` adds what every record shares and writes it.
+`RunService.create` adds what every record shares (its provenance among them) and writes it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from marsbench.client import MarsbenchError
 from marsbench.datasets.errors import DatasetError
+from marsbench.evaluator.core.curves import geo_curves, paired_curves
 from marsbench.evaluator.core.errors import IncompleteIndex, InvalidRun, NotIndexed, RunNotFound
 from marsbench.evaluator.core.geo import evaluate_geo
 from marsbench.evaluator.core.landform import TIE_RULE, evaluate_landform
@@ -25,12 +26,16 @@ from marsbench.evaluator.core.paired import TIE_RULE as PAIRED_TIE_RULE
 from marsbench.evaluator.core.paired import TOP_K as PAIRED_TOP_K
 from marsbench.evaluator.core.paired import evaluate_paired
 from marsbench.evaluator.core.ports import IndexingJobs, QueryEncoder
+from marsbench.evaluator.core.provenance import build_provenance, indexing_seconds, weights_notes
+from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.files import write_text_atomic
 from marsbench.schemas.jobs import JobState, JobStatus, TaskName
 from marsbench.schemas.models import ModelInfo
+from marsbench.schemas.provenance import Timings
 from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import CollectionNotFound, VectorStore
+from marsbench.store.naming import collection_name
 from marsbench.tasks import INDEXABLE
 from marsbench.tasks.geo import DEFAULT_RADIUS_DEG
 from marsbench.tasks.landform import PROMPT_TEMPLATES
@@ -60,31 +65,41 @@ class RunService:
         self._warm = warm_indexes
         self._dir = runs_dir
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._evaluators: dict[TaskName, Callable[[RunCreate, str, str], Fields]] = {
+        self._evaluators: dict[TaskName, Callable[[RunCreate, str, str, PhaseTimer], Fields]] = {
             TaskName.LANDFORM: self._landform,
             TaskName.GEOLOCALIZATION: self._geo,
             TaskName.PAIRED: self._paired,
         }
 
     def collection_for(self, request: RunCreate) -> str:
+        return self._open_dataset(request)[0]
+
+    def _open_dataset(self, request: RunCreate) -> tuple[str, str]:
+        """(collection name, the reader's fingerprint of the data), the fingerprint taken once."""
         task = INDEXABLE[request.task.value]
         dataset_dir = Path(request.dataset_dir)
         if not dataset_dir.is_dir():
             raise InvalidRun(f"dataset folder {dataset_dir} does not exist")
         try:
-            return task.collection_name(request.model, task.open(dataset_dir, request.dataset_options()))
+            fingerprint = task.open(dataset_dir, request.dataset_options()).fingerprint()
+            # As IndexedTask.collection_name names it, without fingerprinting the data again.
+            return collection_name(task.name, request.model, fingerprint), fingerprint
         except (DatasetError, ValueError) as exc:
             raise InvalidRun(str(exc)) from exc
 
     def create(self, request: RunCreate) -> RunRecord:
-        card = self._encoder.model_info(request.model, load=False)
+        timer = PhaseTimer()
+        with timer.phase("model_card"):
+            card = self._encoder.model_info(request.model, load=False)
         self._check_modalities(request, card)
-        collection = self.collection_for(request)
-        indexing, forced = self._indexing_state(collection, force=request.force)
+        with timer.phase("open_dataset"):
+            collection, fingerprint = self._open_dataset(request)
+        with timer.phase("check_indexing"):
+            indexing, forced = self._indexing_state(collection, force=request.force)
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         started = time.perf_counter()
         try:
-            fields = self._evaluators[request.task](request, collection, run_id)
+            fields = self._evaluators[request.task](request, collection, run_id, timer)
         except CollectionNotFound:
             raise NotIndexed(
                 f"collection {collection!r} for model {request.model!r} and {request.dataset_dir} does not "
@@ -103,6 +118,22 @@ class RunService:
                 "complete runs",
                 *fields.get("notes", []),
             ]
+        duration = time.perf_counter() - started
+        with timer.phase("model_card"):
+            card = self._final_card(request, card)
+        with timer.phase("provenance"):
+            provenance = build_provenance(
+                request,
+                card,
+                fingerprint=fingerprint,
+                indexing=indexing,
+                query_images=fields.get("settings", {}).get("query_images", []),
+            )
+        fields["notes"] = fields.get("notes", []) + weights_notes(request.task, provenance.model)
+        # Last, so that every phase is in and the total covers them all.
+        provenance.timings = Timings(
+            phases=dict(timer.seconds), total_s=timer.total(), indexing_s=indexing_seconds(indexing)
+        )
         record = RunRecord(
             id=run_id,
             indexing=indexing,
@@ -113,7 +144,8 @@ class RunService:
             collection=collection,
             variant=PARITY,
             created_at=datetime.now(UTC),
-            duration_s=time.perf_counter() - started,
+            duration_s=duration,
+            provenance=provenance,
             **fields,
         )
         write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
@@ -166,9 +198,23 @@ class RunService:
         if missing:
             raise InvalidRun(refusal(request.model, request.task, missing, request.query_mode))
 
+    # -- provenance -------------------------------------------------------------------------
+
+    def _final_card(self, request: RunCreate, card: ModelInfo) -> ModelInfo:
+        """The model card after the run: once the model is loaded it names the weights, device and
+        precision. A run that embedded queries has loaded it, so asking to load costs nothing; a
+        paired run embedded nothing, and loading a model only to describe it is not worth it."""
+        try:
+            final = self._encoder.model_info(request.model, load=False)
+            if final.weights is None and request.task is not TaskName.PAIRED:
+                final = self._encoder.model_info(request.model, load=True)
+        except MarsbenchError:
+            return card  # the encoder went away after the run: the record keeps what it knew
+        return final
+
     # -- tasks ------------------------------------------------------------------------------
 
-    def _landform(self, request: RunCreate, collection: str, run_id: str) -> Fields:
+    def _landform(self, request: RunCreate, collection: str, run_id: str, timer: PhaseTimer) -> Fields:
         outcome = evaluate_landform(
             self._store,
             self._encoder,
@@ -176,6 +222,7 @@ class RunService:
             model=request.model,
             max_k=request.max_k,
             instruction=request.instruction,
+            timer=timer,
         )
         if not outcome.classes:
             raise InvalidRun(f"collection {collection!r} holds no labelled images")
@@ -189,12 +236,16 @@ class RunService:
             "counts": {"images": outcome.n_images, "classes": len(outcome.classes)},
         }
 
-    def _paired(self, request: RunCreate, collection: str, run_id: str) -> Fields:
+    def _paired(self, request: RunCreate, collection: str, run_id: str, timer: PhaseTimer) -> Fields:
         try:
-            outcome = evaluate_paired(self._store, collection=collection, with_top_lists=request.top_lists)
+            outcome = evaluate_paired(
+                self._store, collection=collection, with_top_lists=request.top_lists, timer=timer
+            )
         except ValueError as exc:
             raise InvalidRun(str(exc)) from exc
         metrics = outcome.metrics.as_dict()
+        with timer.phase("curves"):
+            curves = paired_curves(outcome.metrics)
         artifacts = {}
         if outcome.top_lists is not None:
             artifacts["top_lists"] = f"{run_id}.top{PAIRED_TOP_K}.json"
@@ -212,6 +263,7 @@ class RunService:
             "caption_key": request.caption_key or DEFAULT_CAPTION_KEY,
             "metrics": metrics,
             "variants": variants,
+            "curves": curves,
             "notes": notes,
             "artifacts": artifacts,
             "settings": {
@@ -221,7 +273,7 @@ class RunService:
             "counts": {"pairs": len(outcome.keys)},
         }
 
-    def _geo(self, request: RunCreate, collection: str, run_id: str) -> Fields:
+    def _geo(self, request: RunCreate, collection: str, run_id: str, timer: PhaseTimer) -> Fields:
         outcome = evaluate_geo(
             self._store,
             self._encoder,
@@ -229,18 +281,22 @@ class RunService:
             dataset_dir=Path(request.dataset_dir),
             request=request,
             warm=self._warm,
+            timer=timer,
         )
         parity = outcome.curves[PARITY]
+        with timer.phase("curves"):
+            curves = geo_curves(parity)
         map_name = f"{run_id}.map.png"
         title = f"{request.landform} · {request.query_mode} query · {request.model} · best k={parity.best.k}"
-        draw_geo_map(
-            self._dir / map_name,
-            tiles_lonlat=outcome.ranked_lonlat[: parity.best.k],
-            tile_hit=parity.tile_hit,
-            gt_lonlat=outcome.gt_lonlat,
-            gt_covered=parity.gt_covered,
-            title=title,
-        )
+        with timer.phase("figures"):
+            draw_geo_map(
+                self._dir / map_name,
+                tiles_lonlat=outcome.ranked_lonlat[: parity.best.k],
+                tile_hit=parity.tile_hit,
+                gt_lonlat=outcome.gt_lonlat,
+                gt_covered=parity.gt_covered,
+                title=title,
+            )
         variants = {name: curve.as_dict() for name, curve in outcome.curves.items()}
         notes = [f"ground truth row skipped: {row}" for row in outcome.skipped_gt_rows]
         return {
@@ -248,6 +304,7 @@ class RunService:
             "query_mode": request.query_mode,
             "metrics": variants[PARITY],
             "variants": variants,
+            "curves": curves,
             "artifacts": {"map": map_name},
             "settings": {
                 "top_k": request.top_k,
@@ -286,7 +343,9 @@ class RunService:
         return self._dir / name
 
     def list(self) -> list[RunRecord]:
-        return [RunRecord.model_validate_json(p.read_text()) for p in sorted(self._dir.glob("*.json"))]
+        # Records only: artifacts beside them are JSON too (`<id>.top10.json`), but their stems are no ids.
+        paths = [p for p in sorted(self._dir.glob("*.json")) if _SAFE_ID.match(p.stem)]
+        return [RunRecord.model_validate_json(p.read_text()) for p in paths]
 
 
 def _job_summary(job: JobStatus) -> dict[str, object]:
@@ -298,4 +357,7 @@ def _job_summary(job: JobStatus) -> dict[str, object]:
         "skipped": job.skipped,
         "attempts": job.attempts,
         "error": job.error,
+        "weights": job.weights,
+        "created_at": job.created_at.isoformat(),
+        "updated_at": job.updated_at.isoformat(),
     }

@@ -256,6 +256,28 @@ def curve_at(cov: Coverage, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return precision, recall, f1_scores(precision, recall)
 
 
+def pr_samples(curve: GeoCurve, *, max_points: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(k, precision@k, recall@k) at most `max_points` k for plotting a curve.
+
+    The k are the curve's own grid when it is small (a third of `max_points` or less: the parity
+    grid, over which its AUPRC is taken), log-spaced k from 1 to the last grid k (the small k a
+    linear grid skips), the best-F1 k and the last k. Values come from the curve's coverage, so
+    at a grid k they equal the curve's own. No tiles: empty arrays.
+    """
+    if max_points < 3:
+        raise ValueError(f"max_points must be at least 3, got {max_points}")
+    if curve.k.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+    top = int(curve.k[-1])
+    kept = np.asarray([curve.best.k, top], dtype=np.int64)
+    if curve.k.size <= max_points // 3:
+        kept = np.union1d(kept, curve.k)
+    spread = np.rint(np.geomspace(1, top, max(max_points - kept.size, 1))).astype(np.int64)
+    k = np.union1d(kept, spread)
+    precision, recall, _ = curve_at(curve.coverage, k)
+    return k, precision, recall
+
+
 # ----------------------------------------------------------------------------- the two curves
 
 

@@ -134,6 +134,16 @@ def recall_curve(ranks: np.ndarray, ks: Sequence[int] | np.ndarray) -> np.ndarra
     return np.searchsorted(values, cutoffs, side="right") / values.shape[0]
 
 
+def log_cutoffs(n: int, *, points: int = 40, always: Sequence[int] = (1, 5, 10)) -> np.ndarray:
+    """About `points` integer cut-offs from 1 to n, log-spaced, plus `always` (those up to n) and n:
+    the k of a recall-at-k curve. Sorted, unique, int64."""
+    if n < 1 or points < 1:
+        raise ValueError(f"need n >= 1 and points >= 1, got n={n}, points={points}")
+    grid = np.rint(np.geomspace(1, n, points)).astype(np.int64)
+    extra = np.asarray([k for k in always if 1 <= k <= n] + [n], dtype=np.int64)
+    return np.union1d(grid, extra)
+
+
 def _checked_ranks(ranks: np.ndarray) -> np.ndarray:
     values = np.asarray(ranks)
     if values.ndim != 1 or values.shape[0] == 0:

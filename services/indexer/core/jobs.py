@@ -117,7 +117,10 @@ class JobManager:
     def submit(self, request: JobCreate) -> JobStatus:
         task = INDEXABLE[request.task.value]
         source = _open_source(task, Path(request.dataset_dir), request.dataset_options())
-        collection = task.collection_name(request.model, source)
+        try:
+            collection = task.collection_name(request.model, source)
+        except ValueError as exc:  # e.g. an empty model reference (found by tests/fuzz)
+            raise InvalidJob(str(exc)) from exc
         with self._lock:
             for job in self._jobs.values():
                 if job.collection == collection and job.state in _ACTIVE:
