@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from marsbench.client._base import BaseClient
 from marsbench.schemas.runs import RunCreate, RunList, RunRecord
-from marsbench.schemas.search import SearchRequest, SearchResponse
+from marsbench.schemas.search import (
+    DEFAULT_THUMBNAIL_PX,
+    SearchableCollection,
+    SearchableCollectionList,
+    SearchRequest,
+    SearchResponse,
+)
 
 
 class EvaluatorClient(BaseClient):
@@ -25,3 +31,12 @@ class EvaluatorClient(BaseClient):
     def search(self, query: SearchRequest) -> SearchResponse:
         response = self.request("POST", "/v1/search", json=query.model_dump(mode="json"))
         return SearchResponse.model_validate(response.json())
+
+    def collections(self) -> list[SearchableCollection]:
+        """Collections to search, with the task, model, dataset and state of each one's indexing."""
+        return SearchableCollectionList.model_validate(self.request("GET", "/v1/collections").json()).data
+
+    def point_image(self, collection: str, point_id: str, *, size: int = DEFAULT_THUMBNAIL_PX) -> bytes:
+        """A JPEG thumbnail of a stored point's image, read from the dataset it was indexed from."""
+        path = f"/v1/collections/{collection}/points/{point_id}/image"
+        return self.request("GET", path, params={"size": size}).content

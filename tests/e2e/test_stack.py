@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from marsbench.cli.main import main
 from marsbench.cli.run import model_reference, run_task
@@ -97,6 +99,19 @@ def test_interactive_search_by_text_and_image(
         )
         assert by_image.hits[0].payload["name"] == "yardang/yardang_2.png"  # an image finds itself first
         assert by_image.hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+        # What the search page builds on, through the Python client: the collections with their
+        # model, and the thumbnail of a hit, read back from the dataset it was indexed from.
+        listed = {c.name: c for c in evaluator.collections()}[record.collection]
+        assert (listed.model, listed.task, listed.state, listed.images) == (
+            tiny_clip_ref,
+            "landform",
+            "succeeded",
+            True,
+        )
+        thumbnail = evaluator.point_image(record.collection, by_image.hits[0].id, size=32)
+        with Image.open(io.BytesIO(thumbnail)) as decoded:
+            assert decoded.format == "JPEG" and max(decoded.size) == 32  # from 40 px
 
 
 def test_errors_cross_the_wire_with_their_status(

@@ -121,7 +121,8 @@ def recall_at_k_figure(path: Path, panels: Sequence[tuple[str, Sequence[Series]]
 
 def pr_figure(path: Path, landform: str, panels: Sequence[tuple[str, Sequence[Series]]]) -> Path:
     """Geo precision-recall of one landform: one panel per query mode, precision (%) over recall
-    (%) as k grows, one line per model; the dot is the best F1 on the curve."""
+    (%) as k grows, one line per model; the dot is the best F1 on the curve. The k values a record
+    samples are marked: the lines between them are the trapezoids AUPRC integrates, not measured."""
     width = 4.4 * max(len(panels), 1)
     columns, legend_height = legend_layout(_labels(panels), width)
     figure = _figure(width, 3.8 + legend_height)
@@ -133,7 +134,10 @@ def pr_figure(path: Path, landform: str, panels: Sequence[tuple[str, Sequence[Se
                 continue
             p = [100 * v for v in precision[1]]
             r = [100 * v for v in recall[1]]
-            axes.plot(r, p, color=line.color, linestyle=line.linestyle, label=line.label, linewidth=1.4)
+            axes.plot(
+                r, p, color=line.color, linestyle=line.linestyle, label=line.label, linewidth=1.2,
+                marker=".", markersize=3,
+            )  # fmt: skip
             f1 = [2 * a * b / (a + b) if a + b > 0 else 0.0 for a, b in zip(p, r, strict=True)]
             best = max(range(len(f1)), key=f1.__getitem__)
             axes.plot([r[best]], [p[best]], marker="o", markersize=4, color=line.color)
