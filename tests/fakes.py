@@ -9,8 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from marsbench.client import ApiError
+from marsbench.client import ApiError, ServiceUnavailable
+from marsbench.indexer.core.jobs import JobManager
 from marsbench.schemas.common import Modality
+from marsbench.schemas.jobs import JobStatus
 from marsbench.schemas.models import ModelInfo
 
 DIM = 8
@@ -76,3 +78,20 @@ class FakeEncoder:
         return np.stack(
             [unit_vector(f"{instruction}|{text}" if instruction else text, self.dim) for text in texts]
         )
+
+
+class InProcessJobs:
+    """The indexer's `GET /v1/jobs?collection=` answered by a JobManager in this process."""
+
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
+
+    def jobs(self, collection: str | None = None) -> list[JobStatus]:
+        return self.manager.list(collection)
+
+
+class IndexerDown:
+    """An indexer that does not answer, as the client reports it after its retries."""
+
+    def jobs(self, collection: str | None = None) -> list[JobStatus]:
+        raise ServiceUnavailable("GET /v1/jobs: no answer from http://indexer:8002")

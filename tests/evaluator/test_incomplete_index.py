@@ -11,30 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from marsbench.client import ServiceUnavailable
 from marsbench.evaluator.core.errors import IncompleteIndex
 from marsbench.evaluator.core.runs import RunService
 from marsbench.indexer.core.jobs import JobManager
 from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
 from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import EmbeddedStore
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, IndexerDown, InProcessJobs
 from tests.indexer.test_faults import EncoderWithOutage, Outage
-
-
-class InProcessJobs:
-    """The indexer's `GET /v1/jobs?collection=` answered by a JobManager in this process."""
-
-    def __init__(self, manager: JobManager) -> None:
-        self.manager = manager
-
-    def jobs(self, collection: str | None = None) -> list[JobStatus]:
-        return self.manager.list(collection)
-
-
-class IndexerDown:
-    def jobs(self, collection: str | None = None) -> list[JobStatus]:
-        raise ServiceUnavailable("GET /v1/jobs: no answer from http://indexer:8002")
 
 
 @pytest.fixture

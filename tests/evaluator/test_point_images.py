@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from marsbench.client import ServiceUnavailable
 from marsbench.evaluator.api.deps import get_indexing, get_point_images
 from marsbench.evaluator.app import create_app
 from marsbench.evaluator.core.collections import task_of_name
@@ -22,20 +21,7 @@ from marsbench.evaluator.settings import EvaluatorSettings
 from marsbench.indexer.core.jobs import JobManager
 from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
 from marsbench.store import EmbeddedStore, point_id
-from tests.fakes import FakeEncoder
-
-
-class InProcessJobs:
-    def __init__(self, manager: JobManager) -> None:
-        self.manager = manager
-
-    def jobs(self, collection: str | None = None) -> list[JobStatus]:
-        return self.manager.list(collection)
-
-
-class IndexerDown:
-    def jobs(self, collection: str | None = None) -> list[JobStatus]:
-        raise ServiceUnavailable("GET /v1/jobs: no answer from http://indexer:8002")
+from tests.fakes import FakeEncoder, IndexerDown, InProcessJobs
 
 
 @pytest.fixture
