@@ -36,6 +36,11 @@ class ModelInfo(BaseModel):
     weights: str | None = Field(
         default=None, description="Identifies the loaded weights (files, sizes, mtimes); None until loaded."
     )
+    weights_sha256: dict[str, str] | None = Field(
+        default=None,
+        description="sha256 of each local weight file (a checkpoint, a model folder's files) by name; "
+        "hub models are identified by `revision` instead. None until loaded.",
+    )
     device: str | None = Field(
         default=None,
         description="Where the model runs, e.g. 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'; None until "

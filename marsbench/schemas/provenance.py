@@ -37,6 +37,12 @@ class ModelProvenance(OpenModel):
         "pretrained tag, revision, and each weight file's name:size:mtime_ns. None when the run "
         "embedded nothing and the model was not loaded (paired runs read both sides from the store).",
     )
+    weights_sha256: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of each local weight file (a checkpoint, a model folder's files) by file "
+        "name, from the encoder: the weights' identity on any machine. Empty for hub models (pinned by "
+        "`revision`) and when the model was not loaded.",
+    )
     indexed_weights: str | None = Field(
         default=None,
         description="The same identity as the indexing job recorded it for the collection's vectors.",

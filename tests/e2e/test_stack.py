@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -60,6 +61,9 @@ def test_run_landform_end_to_end_then_reuse(
     # The evaluator asked the indexer whether the collection was complete before evaluating it.
     assert saved["indexing"]["state"] == "succeeded" and saved["indexing"]["done"] == 15
     assert saved["forced"] is False
+    # The weights behind the numbers, by content: the fine-tuned checkpoint's sha256 from the encoder.
+    hashes = saved["provenance"]["model"]["weights_sha256"]
+    assert hashes["finetuned.pt"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert record.counts["images"] == 15
 
     again, _ = run_task(

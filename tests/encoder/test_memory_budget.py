@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,14 @@ async def test_model_cards_say_where_and_how_a_loaded_model_runs(three_models: d
     """Device, precision and weights identity: what a run record needs to say what embedded its queries."""
     async with EncoderEngine(EncoderSettings(device="cpu"), specs=three_models) as engine:
         card = await engine.describe("a", load=False)
-        assert (card.device, card.precision, card.weights) == (None, None, None)
+        assert (card.device, card.precision, card.weights, card.weights_sha256) == (None, None, None, None)
         card = await engine.describe("a")
         assert (card.device, card.precision) == ("cpu", "fp32")  # CPU runs fp32 whatever the setting
         assert card.weights and "open_clip_model.safetensors:" in card.weights
+        # The content hash of each local weight file: the identity that holds on another machine.
+        folder = Path(three_models["a"].source.removeprefix("local-dir:"))
+        expected = hashlib.sha256((folder / "open_clip_model.safetensors").read_bytes()).hexdigest()
+        assert card.weights_sha256 == {"open_clip_model.safetensors": expected}
         assert (await engine.describe("a", load=False)).device == "cpu"  # loaded: load=False knows too
 
 

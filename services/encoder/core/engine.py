@@ -32,7 +32,13 @@ from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, preci
 from marsbench.encoder.core.batcher import DeviceActivity, DynamicBatcher
 from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
 from marsbench.encoder.core.images import decode_image, decode_tensor
-from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model, weights_stamp
+from marsbench.encoder.core.registry import (
+    ModelSpec,
+    registered_specs,
+    resolve_model,
+    weights_sha256,
+    weights_stamp,
+)
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
 from marsbench.schemas.models import ModelInfo
@@ -51,6 +57,7 @@ class ServedModel:
     make_batcher: Callable[[str, Callable[[list[Any]], np.ndarray], bool], DynamicBatcher[Any]]
     last_used: float
     weights: str
+    weights_sha256: dict[str, str] = field(default_factory=dict)
     # Where and how it runs, for model cards and run records: 'cuda:0 (NVIDIA H100 ...)', 'bf16'.
     device: str = "cpu"
     precision: str = "fp32"
@@ -233,11 +240,14 @@ class EncoderEngine:
                 on_batch=partial(self._batch_done, name),
             )
 
+        # Local files only (hub models are pinned by revision); read once more, off the event loop.
+        hashes = await asyncio.to_thread(weights_sha256, spec)
         served = ServedModel(
             model=model,
             make_batcher=make_batcher,
             last_used=time.monotonic(),
             weights=weights,
+            weights_sha256=hashes,
             device=self._device_name(),
             precision=self._precision(spec),
         )
@@ -365,6 +375,7 @@ def model_card(spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         prompt_names=list(model.prompt_names) if model else [],
         accepts_instruction=model.accepts_instruction if model else False,
         weights=served.weights if served else None,
+        weights_sha256=served.weights_sha256 if served else None,
         device=served.device if served else None,
         precision=served.precision if served else None,
     )

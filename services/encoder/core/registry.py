@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
+from marsbench.files import file_sha256
 from marsbench.schemas.common import Modality
 
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -210,13 +211,37 @@ def _file_stamp(path: Path) -> str:
     return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def local_weight_files(spec: ModelSpec) -> list[Path]:
+    """The weight files a spec reads from local paths (a model folder, a checkpoint); hub models are
+    identified by their pinned revision instead."""
+    files = []
+    folder = spec.local_folder()
+    if folder is not None and folder.is_dir():
+        files += [p for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
+    if spec.checkpoint is not None and spec.checkpoint.is_file():
+        files.append(spec.checkpoint)
+    return files
+
+
 def weights_stamp(spec: ModelSpec) -> str:
     """What identifies the weights a spec loads, so that a rewritten checkpoint or model folder is
     told apart from the one a collection was indexed with (names alone cannot)."""
     parts = [spec.source, spec.pretrained or "", spec.revision or ""]
-    folder = spec.local_folder()
-    if folder is not None and folder.is_dir():
-        parts += [_file_stamp(p) for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
-    if spec.checkpoint is not None and spec.checkpoint.is_file():
-        parts.append(_file_stamp(spec.checkpoint))
+    parts += [_file_stamp(p) for p in local_weight_files(spec)]
     return "|".join(parts)
+
+
+_HASHES: dict[str, str] = {}  # by file stamp (path, size, mtime): a reload of an unchanged file is free
+
+
+def _cached_sha256(path: Path) -> str:
+    key = f"{path.resolve()}:{_file_stamp(path)}"
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(path)
+    return _HASHES[key]
+
+
+def weights_sha256(spec: ModelSpec) -> dict[str, str]:
+    """sha256 of each local weight file, by file name: what reproduces a run on another machine
+    (sizes and mtimes only tell a rewrite apart on this one)."""
+    return {path.name: _cached_sha256(path) for path in local_weight_files(spec)}

@@ -9,7 +9,6 @@ dataset listing reads names and sizes, never contents; only small files are hash
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -22,6 +21,7 @@ from pathlib import Path
 import marsbench
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.geo import ground_truth_path, query_image_paths
+from marsbench.files import file_sha256
 from marsbench.schemas.jobs import JobState, TaskName
 from marsbench.schemas.models import ModelInfo
 from marsbench.schemas.provenance import (
@@ -54,7 +54,6 @@ PACKAGES = (
     "matplotlib",
 )
 GIT_TIMEOUT_S = 5.0
-_HASH_CHUNK = 1 << 20
 GIB = 1024**3
 
 
@@ -173,14 +172,6 @@ def folder_size(root: Path) -> tuple[int, int]:
     return files, total
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def model_provenance(reference: str, card: ModelInfo, *, indexed_weights: str | None) -> ModelProvenance:
     """The model part, from the card the encoder gave at the end of the run."""
     return ModelProvenance(
@@ -190,6 +181,7 @@ def model_provenance(reference: str, card: ModelInfo, *, indexed_weights: str | 
         source=card.source,
         revision=card.revision,
         weights=card.weights,
+        weights_sha256=card.weights_sha256 or {},
         indexed_weights=indexed_weights,
         dimension=card.dimension,
         device=card.device,
