@@ -180,7 +180,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_level="info" if args.verbose else "warning",
     )
     urls = stack.start_in_thread()
-    print(f"encoder   {urls.encoder}\nindexer   {urls.indexer}\nevaluator {urls.evaluator}", flush=True)
+    print(
+        f"encoder   {urls.encoder}\nindexer   {urls.indexer}\nevaluator {urls.evaluator}\n"
+        f"search    {urls.evaluator}/ui/",
+        flush=True,
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
