@@ -32,6 +32,7 @@ from marsbench.cli.benchmark_config import BenchmarkConfig, ModelEntry, load_con
 from marsbench.cli.errors import CommandError
 from marsbench.cli.leaderboard import leaderboards, parity_metrics, write_leaderboards
 from marsbench.cli.progress import JobProgress, format_duration
+from marsbench.cli.report import REPORT_DIR, write_report
 from marsbench.cli.run import ServiceUrls, index, save_run, services
 from marsbench.cli.stack import StackUrls
 from marsbench.client import EncoderClient, EvaluatorClient, MarsbenchError, ServiceUnavailable
@@ -431,4 +432,6 @@ def run_benchmark(
             runs = f" ({failure.runs} run{'s' * (failure.runs != 1)})" if failure.runs else ""
             echo(f"  - {failure.what}{runs}: {failure.error}")
     echo("leaderboard: " + ", ".join(str(path) for path in written))
+    if records:  # the same records as a page with figures (curves, per-class bars, maps)
+        echo(f"report: {write_report(out, out / REPORT_DIR)}")
     return 1 if failures else 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from marsbench.cli.progress import JobProgress
-from marsbench.cli.report import write_report
+from marsbench.cli.report import REPORT_DIR, write_report
 from marsbench.cli.run import run_geolocalization, run_task
 from marsbench.cli.stack import LocalStack, StackUrls
 from marsbench.cli.tables import LANDFORM_COLUMNS, geo_table, landform_table, paired_table, render_table
@@ -87,5 +87,5 @@ def run_demo(*, data_dir: Path, out_dir: Path) -> int:
         _geolocalization(urls, data, out_dir)
     print(f"all run records: {out_dir}")
     # The report reads every record in the folder: a rerun's records supersede an earlier demo's.
-    print(f"report: {write_report(out_dir, out_dir / 'report')}")
+    print(f"report: {write_report(out_dir, out_dir / REPORT_DIR)}")
     return 0

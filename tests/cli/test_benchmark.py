@@ -375,6 +375,10 @@ def test_demo_grid_runs_then_a_rerun_skips_every_finished_run(
     for title in ("## Paired image-text retrieval", "## Landform retrieval", "## Global geo-localization"):
         assert title in markdown
     mtimes = {path: path.stat().st_mtime_ns for path in records}
+    # And as a report page with its figures, from the same records (17 runs, 3 curve figures).
+    assert first.rstrip().endswith(f"report: {out / 'report' / 'index.html'}")
+    figures = {path.name for path in (out / "report" / "figures").glob("*.png")}
+    assert {"paired-recall-at-k.png", "landform-ap-per-class.png", "geo-pr-yardangs.png"} <= figures
 
     started = time.perf_counter()
     assert main(argv) == 0

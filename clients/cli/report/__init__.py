@@ -21,6 +21,7 @@ from marsbench.files import write_text_atomic
 
 REPORT_MD = "report.md"
 INDEX_HTML = "index.html"
+REPORT_DIR = "report"  # where demo and benchmark write the report of their out folder
 
 
 @dataclass(frozen=True)
