@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from marsbench.store import EmbeddedStore
 
 # Small enough to load in milliseconds; the SimpleTokenizer ships with open_clip (no download).
 TINY_CFG = {
@@ -81,3 +84,10 @@ def landform_folders(tmp_path: Path) -> Path:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EmbeddedStore]:
+    """An empty embedded Qdrant store of the test's own, closed afterwards."""
+    with EmbeddedStore(tmp_path / "qdrant") as opened:
+        yield opened

@@ -22,12 +22,6 @@ from tests.indexer.test_faults import EncoderWithOutage, Outage
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with EmbeddedStore(tmp_path / "qdrant") as opened:
-        yield opened
-
-
-@pytest.fixture
 def failed_job(store: EmbeddedStore, tmp_path: Path, landform_folders: Path) -> tuple[JobManager, JobStatus]:
     outage = Outage(first=3, calls=None)
     jobs = JobManager(

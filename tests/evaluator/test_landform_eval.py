@@ -19,12 +19,6 @@ from tests.fakes import FakeEncoder, unit_vector
 CLASSES = ["crater", "glacier-like_form", "yardang"]
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with EmbeddedStore(tmp_path / "qdrant") as opened:
-        yield opened
-
-
 def fill(store: EmbeddedStore, n_per_class: int = 6) -> tuple[list[str], list[str], np.ndarray]:
     """Images near their class's query direction plus noise, so rankings are informative."""
     encoder = FakeEncoder()

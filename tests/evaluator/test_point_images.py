@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,6 @@ from marsbench.indexer.core.jobs import JobManager
 from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
 from marsbench.store import EmbeddedStore, point_id
 from tests.fakes import FakeEncoder, IndexerDown, InProcessJobs
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EmbeddedStore]:
-    with EmbeddedStore(tmp_path / "qdrant") as opened:
-        yield opened
 
 
 @pytest.fixture

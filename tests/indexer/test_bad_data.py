@@ -25,12 +25,6 @@ from tests.conftest import png_bytes
 from tests.fakes import FakeEncoder
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with EmbeddedStore(tmp_path / "qdrant") as opened:
-        yield opened
-
-
 def manager(store: EmbeddedStore, tmp_path: Path, encoder: FakeEncoder | None = None) -> JobManager:
     return JobManager(store, encoder or FakeEncoder(), tmp_path / "jobs", batch_size=2, in_flight=1)
 

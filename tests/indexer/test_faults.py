@@ -69,12 +69,6 @@ class StoreWithOutage:
         return getattr(self._inner, name)
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with EmbeddedStore(tmp_path / "qdrant") as opened:
-        yield opened
-
-
 def manager(store: object, tmp_path: Path, encoder: FakeEncoder, *, retries: int = 2) -> JobManager:
     return JobManager(
         store,  # type: ignore[arg-type]

@@ -45,12 +45,6 @@ def test_image_only_models_are_routed_to_image_queries() -> None:
     assert missing_modalities({IMAGE, TEXT}, [IMAGE]) == [TEXT]
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with EmbeddedStore(tmp_path / "qdrant") as opened:
-        yield opened
-
-
 @pytest.mark.parametrize(
     ("task", "mode"),
     [(TaskName.LANDFORM, None), (TaskName.PAIRED, None), (TaskName.GEOLOCALIZATION, QueryMode.HYBRID)],
