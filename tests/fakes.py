@@ -30,10 +30,15 @@ class FakeEncoder:
     first and answers an undecodable one like the encoder does (422 naming its index)."""
 
     def __init__(
-        self, dim: int = DIM, weights: str = "fake-weights-1", modalities: Sequence[Modality] | None = None
+        self,
+        dim: int = DIM,
+        weights: str = "fake-weights-1",
+        modalities: Sequence[Modality] | None = None,
+        preprocessing: str = "fake decode",
     ) -> None:
         self.dim = dim
         self.weights = weights
+        self.preprocessing = preprocessing
         self.modalities = list(modalities or [Modality.IMAGE, Modality.TEXT])
         self.image_calls = 0
         self.text_calls: list[tuple[list[str], str | None]] = []
@@ -49,6 +54,8 @@ class FakeEncoder:
             loaded=True,
             default_batch_size=8,
             weights=self.weights,
+            preprocessing=self.preprocessing,
+            precision="fp32",
         )
 
     def embed_images(

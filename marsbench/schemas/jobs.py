@@ -76,6 +76,11 @@ class JobStatus(BaseModel):
         "(encoder or Qdrant unreachable), restarts and resumes.",
     )
     weights: str | None = Field(default=None, description="The encoder's identity of the weights used.")
+    preprocessing: str | None = Field(
+        default=None,
+        description="The encoder's image preprocessing for the model (its card's `preprocessing`).",
+    )
+    precision: str | None = Field(default=None, description="The encoder's forward precision for the model.")
     completed_units: list[str] = Field(
         default_factory=list, description="Shards (or folders) fully written; a resumed job skips them."
     )

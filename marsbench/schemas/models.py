@@ -48,8 +48,19 @@ class ModelInfo(BaseModel):
     )
     precision: str | None = Field(
         default=None,
-        description="The forward pass's precision: 'fp32' on CPU; on GPU the model's or the encoder's "
+        description="The forward pass's precision: on CPU 'fp32' (or the reference's dtype under "
+        "MARSBENCH_ENCODER_CPU_PRECISION=reference); on GPU the model's or the encoder's "
         "(MARSBENCH_ENCODER_GPU_PRECISION) fp32, bf16 or fp16. None until loaded.",
+    )
+    image_backend: str | None = Field(
+        default=None,
+        description="The registry's transformers image-processor backend ('pil' or 'torchvision'); None: "
+        "transformers' default, or a family with its own transforms (open_clip).",
+    )
+    preprocessing: str | None = Field(
+        default=None,
+        description="What turns a decoded image into the model's input, as loaded: the processor class "
+        "and backend, resize, crop, rescale and normalisation. None until loaded.",
     )
 
 

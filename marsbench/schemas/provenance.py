@@ -52,7 +52,21 @@ class ModelProvenance(OpenModel):
         default=None, description="Where the encoder ran the model, e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)'."
     )
     precision: str | None = Field(
-        default=None, description="The encoder's forward precision: fp32 on CPU, fp32/bf16/fp16 on GPU."
+        default=None,
+        description="The encoder's forward precision: fp32 on CPU (or the reference's dtype under "
+        "MARSBENCH_ENCODER_CPU_PRECISION=reference), fp32/bf16/fp16 on GPU.",
+    )
+    preprocessing: str | None = Field(
+        default=None,
+        description="What turned decoded images into the model's input for the queries: processor class "
+        "and backend (transformers' PIL or torchvision), resize, crop, rescale, normalisation; or "
+        "open_clip's transforms and which path (PIL or tensor) ran them.",
+    )
+    indexed_preprocessing: str | None = Field(
+        default=None, description="The same, as the indexing job recorded it for the collection's vectors."
+    )
+    indexed_precision: str | None = Field(
+        default=None, description="The forward precision the indexing job recorded for the collection."
     )
 
 

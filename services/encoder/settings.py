@@ -69,7 +69,12 @@ class EncoderSettings(AccessSettings):
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     gpu_precision: Literal["fp32", "bf16", "fp16"] = Field(
-        default="bf16", description="Autocast dtype on GPU; the CPU always runs fp32."
+        default="bf16", description="Autocast dtype on GPU; the CPU runs fp32 (see cpu_precision)."
+    )
+    cpu_precision: Literal["fp32", "reference"] = Field(
+        default="fp32",
+        description="'fp32': every model in fp32 on the CPU. 'reference': models the reference runs in "
+        "another dtype on every device (registry `cpu_precision`; Ops-MM: bf16) run in that dtype.",
     )
     preprocess_workers: int = Field(default=2, ge=1, description="Threads decoding and resizing images.")
     image_preprocessing: Literal["pil", "tensor"] = Field(

@@ -64,6 +64,12 @@ def test_run_landform_end_to_end_then_reuse(
     # The weights behind the numbers, by content: the fine-tuned checkpoint's sha256 from the encoder.
     hashes = saved["provenance"]["model"]["weights_sha256"]
     assert hashes["finetuned.pt"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    # ...and the preprocessing and precision behind the vectors, for the queries and the collection.
+    model_part = saved["provenance"]["model"]
+    assert model_part["preprocessing"].startswith("open_clip transforms on PIL images: ")
+    assert "Resize" in model_part["preprocessing"] and "Normalize" in model_part["preprocessing"]
+    assert model_part["indexed_preprocessing"] == model_part["preprocessing"]
+    assert model_part["precision"] == model_part["indexed_precision"] == "fp32"
     assert record.counts["images"] == 15
 
     again, _ = run_task(

@@ -49,6 +49,19 @@ def png_files(n: int, step: int) -> list[bytes]:
     return [png_bytes(i, size=40 + step * i, pattern=i % 3) for i in range(n)]
 
 
+def rgba_png(size: int = 90) -> tuple[bytes, Image.Image]:
+    """A half-transparent RGBA file, and the same picture flattened onto white."""
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
+    pixels[..., 3] = np.where(np.arange(size)[None, :] < size // 2, 255, 60)
+    image = Image.fromarray(pixels, "RGBA")
+    white = Image.new("RGB", image.size, (255, 255, 255))
+    white.paste(image, mask=image.split()[3])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), white
+
+
 def decode(blobs: Sequence[bytes]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
 

@@ -103,6 +103,9 @@ def test_every_record_carries_its_provenance(stack: Stack, task: TaskName, field
     # The model: the card's facts, and the weights behind both the queries and the collection.
     assert (provenance.model.reference, provenance.model.family) == ("m", "fake")
     assert provenance.model.weights == provenance.model.indexed_weights == "fake-weights-1"
+    # The preprocessing and precision behind the query vectors and behind the collection's.
+    assert provenance.model.preprocessing == provenance.model.indexed_preprocessing == "fake decode"
+    assert provenance.model.precision == provenance.model.indexed_precision == "fp32"
     # The data: the reader's own fingerprint, and what the folder holds.
     dataset = stack.dataset(task)
     reader = INDEXABLE[task.value].open(dataset, {})
@@ -262,3 +265,24 @@ def test_the_v1_fixture_and_a_fresh_record_validate_against_the_schema(stack: St
     validator.validate(json.loads(record.model_dump_json()))
     with pytest.raises(jsonschema_rs.ValidationError):
         validator.validate(json.loads(record.model_dump_json()) | {"task": "captioning"})
+
+
+def test_a_geo_record_states_the_radius_it_was_computed_with(stack: Stack) -> None:
+    """Every distance variant of the record names the radius of the request, not the default."""
+    record = run(stack, TaskName.GEOLOCALIZATION, **geo_fields(QueryMode.TEXT), radius_deg=1.25)
+    settings = record.settings
+    assert isinstance(settings, dict)
+    assert settings["radius_deg"] == 1.25
+    assert settings["distance"]["exact_great_circle"] == "great circle, 1.25 deg of arc on Mars"
+    default = run(stack, TaskName.GEOLOCALIZATION, **geo_fields(QueryMode.TEXT)).settings
+    assert isinstance(default, dict)
+    assert default["distance"]["exact_great_circle"] == "great circle, 0.5 deg of arc on Mars"
+
+
+def test_queries_embedded_with_other_preprocessing_than_the_collection_get_a_note(stack: Stack) -> None:
+    other = stack.service(FakeEncoder(preprocessing="another backend"))
+    record = other.create(
+        RunCreate(task=TaskName.LANDFORM, model="m", dataset_dir=str(stack.dataset(TaskName.LANDFORM)))
+    )
+    assert record.provenance is not None and record.provenance.model.preprocessing == "another backend"
+    assert any("image preprocessing 'another backend'" in note for note in record.notes)

@@ -11,7 +11,7 @@ import gc
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ class RuntimeOptions:
     device: str = "auto"
     # Autocast dtype on GPU; CPU always runs fp32 so that results match reference numbers.
     gpu_precision: Precision = "bf16"
+    # 'reference': a model whose registry entry names a `cpu_precision` runs in it on the CPU too.
+    cpu_precision: Literal["fp32", "reference"] = "fp32"
     # Allow full pickle loading of checkpoint files (training checkpoints hold more than tensors).
     trust_checkpoints: bool = False
     cache_dir: str | None = None
@@ -61,6 +63,20 @@ def autocast_for(device: torch.device, precision: Precision) -> AbstractContextM
 def precision_for(spec: ModelSpec, options: RuntimeOptions) -> Precision:
     """The model's own GPU precision if its registry entry sets one, else the encoder's."""
     return spec.precision or options.gpu_precision
+
+
+def cpu_precision_for(spec: ModelSpec, options: RuntimeOptions) -> Precision:
+    """fp32, unless the encoder asks for the reference's dtype and the model has one of its own."""
+    if options.cpu_precision == "reference" and spec.cpu_precision is not None:
+        return spec.cpu_precision
+    return "fp32"
+
+
+def run_precision(spec: ModelSpec, options: RuntimeOptions) -> Precision:
+    """The precision a model's forward pass runs in on this encoder's device, as cards report it."""
+    if options.torch_device().type == "cuda":
+        return precision_for(spec, options)
+    return cpu_precision_for(spec, options)
 
 
 # transformers 5 builds a tokenizer holding only its special tokens when the vocabulary files are
@@ -119,6 +135,11 @@ class TorchEmbedder:
     batch_invariant = True
     # Whether `preprocess_tensor` can take decoded uint8 tensors instead of PIL images.
     tensor_preprocessing = False
+    # Whether `preprocess_image` takes RGBA images as decoded (it flattens them itself).
+    keeps_alpha = False
+    # What turns a decoded image into the model's input, for cards and run records.
+    preprocessing = ""
+    tensor_preprocessing_card = ""
 
     def preprocess_tensor(self, pixels: torch.Tensor) -> Any:
         raise NotImplementedError(f"model {self.spec.name!r} preprocesses PIL images only")
@@ -162,6 +183,9 @@ class EmbeddingModel(Protocol):
     accepts_instruction: bool
     batch_invariant: bool
     tensor_preprocessing: bool
+    keeps_alpha: bool
+    preprocessing: str  # the PIL path, as cards and run records name it
+    tensor_preprocessing_card: str  # the tensor path, when `tensor_preprocessing`
 
     def preprocess_image(self, image: Image.Image) -> Any:
         """One decoded RGB image to what `embed_prepared` batches: the model's input tensor (C, H, W)

@@ -24,6 +24,7 @@ from marsbench.encoder.adapters.base import (
     normalized_rows,
 )
 from marsbench.encoder.adapters.hub import hub_snapshot, model_folder
+from marsbench.encoder.adapters.image_processing import describe_transforms
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
 
@@ -48,6 +49,12 @@ class OpenClipModel(TorchEmbedder):
         self.image_size = _image_size(model)
         self._tensor_transform = tensor_transform(getattr(model.visual, "preprocess_cfg", None) or {})
         self.tensor_preprocessing = self._tensor_transform is not None
+        self.preprocessing = describe_transforms(preprocess, path="open_clip transforms on PIL images")
+        if self._tensor_transform is not None:
+            self.tensor_preprocessing_card = describe_transforms(
+                self._tensor_transform,
+                path="torchvision v2 on uint8 tensors (MARSBENCH_ENCODER_IMAGE_PREPROCESSING=tensor)",
+            )
 
     @classmethod
     def load(cls, spec: ModelSpec, options: RuntimeOptions) -> OpenClipModel:

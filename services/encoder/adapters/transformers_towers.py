@@ -27,6 +27,7 @@ from marsbench.encoder.adapters.base import (
     normalized_rows,
 )
 from marsbench.encoder.adapters.hub import converted_dir, model_folder
+from marsbench.encoder.adapters.image_processing import describe_image_processor, load_image_processor
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
 from marsbench.schemas.common import Modality
@@ -111,6 +112,7 @@ class TransformersTowers(TorchEmbedder):
         self._image_processor = image_processor
         self._tokenizer = tokenizer
         self.image_size = _processor_size(image_processor)
+        self.preprocessing = describe_image_processor(image_processor)
         self._max_length = _text_max_length(model, tokenizer)
         self.dimension = int(self._image_batch(self._blank()).shape[-1])
 
@@ -130,7 +132,7 @@ class TransformersTowers(TorchEmbedder):
             model, info = model_class.from_pretrained(
                 folder, dtype=torch.float32, output_loading_info=True, local_files_only=True, **extra
             )
-            image_processor = transformers.AutoImageProcessor.from_pretrained(folder)
+            image_processor = load_image_processor(folder, spec)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise ModelLoadFailed(
                 f"cannot load {family.model_class} {spec.name!r} from {folder}: {exc}"

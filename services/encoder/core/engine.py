@@ -28,7 +28,7 @@ from marsbench.encoder.adapters import (
     load_model,
     prompt_card,
 )
-from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, precision_for
+from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, run_precision
 from marsbench.encoder.core.batcher import DeviceActivity, DynamicBatcher
 from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
 from marsbench.encoder.core.images import decode_image, decode_tensor
@@ -61,6 +61,7 @@ class ServedModel:
     # Where and how it runs, for model cards and run records: 'cuda:0 (NVIDIA H100 ...)', 'bf16'.
     device: str = "cpu"
     precision: str = "fp32"
+    preprocessing: str = ""
     batchers: dict[tuple[Modality, PromptOptions], DynamicBatcher[Any]] = field(default_factory=dict)
 
     @property
@@ -109,6 +110,7 @@ class EncoderEngine:
         self._options = RuntimeOptions(
             device=self.settings.device,
             gpu_precision=self.settings.gpu_precision,
+            cpu_precision=self.settings.cpu_precision,
             trust_checkpoints=self.settings.trust_checkpoints,
             cache_dir=self.settings.cache_dir,
         )
@@ -250,6 +252,7 @@ class EncoderEngine:
             weights_sha256=hashes,
             device=self._device_name(),
             precision=self._precision(spec),
+            preprocessing=self._preprocessing(model),
         )
         self._served[spec.name] = served
         return served
@@ -261,9 +264,14 @@ class EncoderEngine:
             return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
         return str(device)
 
+    def _uses_tensor_path(self, model: EmbeddingModel) -> bool:
+        return self.settings.image_preprocessing == "tensor" and model.tensor_preprocessing
+
+    def _preprocessing(self, model: EmbeddingModel) -> str:
+        return model.tensor_preprocessing_card if self._uses_tensor_path(model) else model.preprocessing
+
     def _precision(self, spec: ModelSpec) -> str:
-        # CPU always runs fp32 (see RuntimeOptions); on GPU the model's own precision or the encoder's.
-        return precision_for(spec, self._options) if self._options.torch_device().type == "cuda" else "fp32"
+        return run_precision(spec, self._options)
 
     def _batch_done(self, batcher: str, items: int, seconds: float) -> None:
         # Looked up per batch, not bound at batcher creation: the observer is set after the engine.
@@ -341,13 +349,14 @@ class EncoderEngine:
 
     def _prepare(self, model: EmbeddingModel, images: list[bytes]) -> list[Any]:
         limit = self.settings.max_image_pixels
-        if self.settings.image_preprocessing == "tensor" and model.tensor_preprocessing:
+        if self._uses_tensor_path(model):
             return [
                 model.preprocess_tensor(decode_tensor(data, i, max_pixels=limit))
                 for i, data in enumerate(images)
             ]
         return [
-            model.preprocess_image(decode_image(data, i, max_pixels=limit)) for i, data in enumerate(images)
+            model.preprocess_image(decode_image(data, i, max_pixels=limit, keep_alpha=model.keeps_alpha))
+            for i, data in enumerate(images)
         ]
 
     def _info(self, spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
@@ -378,6 +387,8 @@ def model_card(spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         weights_sha256=served.weights_sha256 if served else None,
         device=served.device if served else None,
         precision=served.precision if served else None,
+        image_backend=spec.image_backend,
+        preprocessing=(served.preprocessing or None) if served else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Image decoding: bytes or data URIs to RGB PIL images, with errors that name the item."""
+"""Image decoding: bytes or data URIs to RGB PIL images (RGBA kept for models that flatten
+transparency themselves), with errors that name the item."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def decode_tensor(data: bytes, index: int, *, max_pixels: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy, as torch wants
 
 
-def decode_image(data: bytes, index: int, *, max_pixels: int) -> Image.Image:
-    """Decode fully (so truncated files fail here, not in a batch) and convert to RGB."""
+def decode_image(data: bytes, index: int, *, max_pixels: int, keep_alpha: bool = False) -> Image.Image:
+    """Decode fully (so truncated files fail here, not in a batch) and convert to RGB, which drops
+    an alpha channel as the reference's loaders do (`Image.open(path).convert("RGB")`). With
+    `keep_alpha` an RGBA image stays RGBA, for a model whose reference code flattens it itself."""
     if not data:
         raise InvalidInput("empty image", index)
     try:
@@ -39,7 +42,7 @@ def decode_image(data: bytes, index: int, *, max_pixels: int) -> Image.Image:
                     f"image has {width}x{height} pixels, over the limit of {max_pixels}", index
                 )
             image.load()
-            return image.convert("RGB")
+            return image.convert("RGBA" if keep_alpha and image.mode == "RGBA" else "RGB")
     except InvalidInput:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

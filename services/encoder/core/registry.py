@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
 from marsbench.files import file_sha256
@@ -34,6 +34,9 @@ BOTH = frozenset({Modality.IMAGE, Modality.TEXT})
 BUILTIN_REGISTRY = "models.toml"
 
 Precision = Literal["fp32", "bf16", "fp16"]
+# transformers' two image-processing backends: the PIL classes (the reference's "slow" processors)
+# and the torchvision ones ("fast"). They round resized pixels differently, by up to a few grey levels.
+ImageBackend = Literal["pil", "torchvision"]
 
 
 class ModelSpec(BaseModel):
@@ -60,6 +63,17 @@ class ModelSpec(BaseModel):
     precision: Precision | None = Field(
         default=None, description="GPU precision for this model; None: the encoder's setting."
     )
+    cpu_precision: Precision | None = Field(
+        default=None,
+        description="The dtype the reference runs this model in on a CPU, where that is not fp32 (Ops-MM: "
+        "bf16 on every device); used when the encoder's MARSBENCH_ENCODER_CPU_PRECISION is 'reference'.",
+    )
+    image_backend: ImageBackend | None = Field(
+        default=None,
+        description="transformers image-processor backend: 'pil' (the slow classes, which the reference's "
+        "transformers loads for processors saved under a slow class name) or 'torchvision'. None: "
+        "transformers' own default (torchvision). Not used by open_clip, which has its own transforms.",
+    )
     default_batch_size: int = Field(default=32, ge=1)
     memory_gb: float | None = Field(
         default=None, gt=0, description="Approximate weights memory in fp32 (GiB), for the memory budget."
@@ -76,6 +90,15 @@ class ModelSpec(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("revision is empty")
         return value
+
+    @model_validator(mode="after")
+    def _backend_applies(self) -> ModelSpec:
+        if self.image_backend is not None and self.family == "open_clip":
+            raise ValueError(
+                "image_backend is for transformers image processors; open_clip models preprocess with "
+                "their own transforms (MARSBENCH_ENCODER_IMAGE_PREPROCESSING picks the PIL or tensor path)"
+            )
+        return self
 
     def hub_repo(self) -> str | None:
         return self.source.removeprefix(HUB_SCHEME) if self.source.startswith(HUB_SCHEME) else None

@@ -172,8 +172,14 @@ def folder_size(root: Path) -> tuple[int, int]:
     return files, total
 
 
-def model_provenance(reference: str, card: ModelInfo, *, indexed_weights: str | None) -> ModelProvenance:
-    """The model part, from the card the encoder gave at the end of the run."""
+def model_provenance(reference: str, card: ModelInfo, indexing: Mapping[str, object]) -> ModelProvenance:
+    """The model part, from the card the encoder gave at the end of the run and what the
+    collection's indexing job recorded."""
+
+    def indexed(key: str) -> str | None:
+        value = indexing.get(key)
+        return value if isinstance(value, str) else None
+
     return ModelProvenance(
         reference=reference,
         id=card.id,
@@ -182,10 +188,13 @@ def model_provenance(reference: str, card: ModelInfo, *, indexed_weights: str | 
         revision=card.revision,
         weights=card.weights,
         weights_sha256=card.weights_sha256 or {},
-        indexed_weights=indexed_weights,
+        indexed_weights=indexed("weights"),
         dimension=card.dimension,
         device=card.device,
         precision=card.precision,
+        preprocessing=card.preprocessing,
+        indexed_preprocessing=indexed("preprocessing"),
+        indexed_precision=indexed("precision"),
     )
 
 
@@ -200,12 +209,9 @@ def build_provenance(
     """The record's provenance, but for its timings (the caller fills them in last)."""
     dataset_dir = Path(request.dataset_dir).resolve()
     files, size = folder_size(dataset_dir)
-    indexed_weights = indexing.get("weights")
     return Provenance(
         request=request.model_dump(mode="json"),
-        model=model_provenance(
-            request.model, card, indexed_weights=indexed_weights if isinstance(indexed_weights, str) else None
-        ),
+        model=model_provenance(request.model, card, indexing),
         dataset=DatasetProvenance(
             path=str(dataset_dir),
             options=request.dataset_options(),
@@ -252,14 +258,25 @@ def indexing_seconds(indexing: Mapping[str, object]) -> float | None:
 
 
 def weights_notes(task: TaskName, model: ModelProvenance) -> list[str]:
-    """A note when a run's query vectors may come from other weights than the collection's (paired
-    runs embed nothing: both sides come from the collection)."""
-    if task is TaskName.PAIRED or not (model.weights and model.indexed_weights):
+    """A note when a run's query vectors may come from other weights, another image preprocessing or
+    another precision than the collection's (paired runs embed nothing: both sides come from the
+    collection)."""
+    if task is TaskName.PAIRED:
         return []
-    if model.weights == model.indexed_weights:
-        return []
-    return [
-        f"the encoder's identity of the weights ({model.weights}) differs from the one the collection "
-        f"was indexed with ({model.indexed_weights}): if the weights changed, queries and indexed "
-        "vectors come from two models; re-index to be sure"
-    ]
+    notes = []
+    if model.weights and model.indexed_weights and model.weights != model.indexed_weights:
+        notes.append(
+            f"the encoder's identity of the weights ({model.weights}) differs from the one the collection "
+            f"was indexed with ({model.indexed_weights}): if the weights changed, queries and indexed "
+            "vectors come from two models; re-index to be sure"
+        )
+    for what, now, then in (
+        ("image preprocessing", model.preprocessing, model.indexed_preprocessing),
+        ("precision", model.precision, model.indexed_precision),
+    ):
+        if now and then and now != then:
+            notes.append(
+                f"the queries ran with {what} {now!r} but the collection was indexed with {then!r}: "
+                "re-index to compare like with like"
+            )
+    return notes

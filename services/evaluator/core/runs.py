@@ -37,7 +37,6 @@ from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import CollectionNotFound, VectorStore
 from marsbench.store.naming import collection_name
 from marsbench.tasks import INDEXABLE
-from marsbench.tasks.geo import DEFAULT_RADIUS_DEG
 from marsbench.tasks.landform import PROMPT_TEMPLATES
 from marsbench.tasks.modalities import missing_modalities, query_needs, refusal
 from marsbench.tasks.paired import DEFAULT_CAPTION_KEY
@@ -312,7 +311,7 @@ class RunService:
                 "distance": {
                     "parity": "planar (reference map pixels)",
                     "exact": "planar",
-                    "exact_great_circle": f"great circle, {DEFAULT_RADIUS_DEG} deg of arc on Mars",
+                    "exact_great_circle": f"great circle, {request.radius_deg} deg of arc on Mars",
                 },
                 "mix_ratio": request.mix_ratio,
                 "temperature": request.temperature,
@@ -358,6 +357,8 @@ def _job_summary(job: JobStatus) -> dict[str, object]:
         "attempts": job.attempts,
         "error": job.error,
         "weights": job.weights,
+        "preprocessing": job.preprocessing,
+        "precision": job.precision,
         "created_at": job.created_at.isoformat(),
         "updated_at": job.updated_at.isoformat(),
     }

@@ -9,10 +9,11 @@ fractions (the report multiplies by 100 and rounds MedR).
 Scores, as in the reference: S = image @ text.T in float32, t2i reading the same matrix by
 columns. S is never held whole: it is computed in blocks of image rows (`block_bounds`), and each
 block gives the ranks of its own rows (i2t) and partial counts for every column (t2i), so each
-score is computed once. BLAS computes every element of a block exactly as it would in the full
-product (same kernel, same summation order) unless a product gets very thin: blocks therefore
-keep at least `MIN_BLOCK_ROWS` rows, and a set smaller than two blocks is one block, which is
-the reference's own product.
+score is computed once. A set below about 8k pairs (the benchmark's 2,287 included) is one
+block: the reference's own full product. Beyond, blocks keep at least `MIN_BLOCK_ROWS` rows, so
+BLAS mostly sums each element as in the full product; some kernels do not (OpenBLAS's Haswell
+kernel on AMD EPYC differs in the last bit for thin blocks), which can only move ranks among
+scores that tie to the last bit.
 
 Rank of a partner scoring p: 1 + the gallery items scoring strictly more than p + the tied
 items that the tie rule puts ahead. The reference uses `np.argsort(-S, axis=1)` (numpy's

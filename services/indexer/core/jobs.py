@@ -245,7 +245,7 @@ class JobManager:
             raise InvalidJob(refusal(job.model, job.task, missing))
         if info.dimension is None:
             raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
-        job = self._forget_other_weights(job, info.weights)
+        job = self._forget_other_vectors(job, info)
         self._store.ensure_collection(task.collection_spec(job.collection, info.dimension))
         progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
         pipeline = IndexPipeline(
@@ -272,21 +272,27 @@ class JobManager:
             self._jobs[job_id] = job
         self._save(job)  # at once: a restart must not re-read a finished unit
 
-    def _forget_other_weights(self, job: JobStatus, weights: str | None) -> JobStatus:
-        """A collection is named after the model reference; if the weights behind that reference
-        changed (a checkpoint rewritten in place), its vectors are stale: drop them and start over."""
+    def _forget_other_vectors(self, job: JobStatus, info: ModelInfo) -> JobStatus:
+        """A collection is named after the model reference; if what embeds behind that reference
+        changed (a checkpoint rewritten in place, another image backend or precision), its vectors
+        are stale: drop them and start over. Loaded-model facts the encoder does not report yet
+        (None) never count as a change."""
+        now = {"weights": info.weights, "preprocessing": info.preprocessing, "precision": info.precision}
         writers = [j for j in self.list() if j.collection == job.collection and j.weights]
         previous = max(writers, key=lambda j: j.updated_at, default=None)
-        if weights and previous is not None and previous.weights != weights:
-            log.warning(
-                "weights of %s changed since job %s: re-indexing %s", job.model, previous.id, job.collection
-            )
+        changed = [
+            key
+            for key, value in now.items()
+            if previous is not None and value and getattr(previous, key) and getattr(previous, key) != value
+        ]
+        if changed:
+            what = " and ".join(changed)
+            log.warning("%s of %s changed since job %s: re-indexing %s", what, job.model, previous.id,
+                        job.collection)  # fmt: skip
             self._store.delete_collection(job.collection)
-            note = f"re-indexed from scratch: the weights changed since job {previous.id}"
             self._update(job.id, completed_units=[], error=None)
-            job = self.get(job.id)
-            log.info(note)
-        self._update(job.id, weights=weights)
+            log.info("re-indexed from scratch: the %s changed since job %s", what, previous.id)
+        self._update(job.id, **now)
         return self.get(job.id)
 
     def _finish(

@@ -4,6 +4,7 @@ reference's rules."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from marsbench.encoder.adapters.mllm.qwen3_vl import Qwen3VlEmbedder, smart_resi
 from marsbench.encoder.core.registry import ModelSpec
 from tests.encoder import serving
 from tests.encoder.mllm import tiny_qwen_vl
-from tests.encoder.serving import ProcessorSpy, embed, png_files, served_images, served_texts
+from tests.encoder.serving import ProcessorSpy, embed, png_files, rgba_png, served_images, served_texts
 
 DEFAULT = "Represent the user's input."
 OPTIONS = {
@@ -161,3 +162,15 @@ def test_the_service_returns_the_in_process_vectors(service: TestClient, model: 
         texts = served_texts(service, "tiny-qwen3", ["a crater"], **options)
         expected = model.embed_texts(["a crater"], PromptOptions(**options))[0]
         np.testing.assert_allclose(texts[0], expected, atol=1e-6)
+
+
+def test_served_rgba_images_are_flattened_on_white_as_qwen_vl_utils_does(
+    service: TestClient, model: Qwen3VlEmbedder
+) -> None:
+    # The reference hands Qwen3-VL-Embedding file paths; qwen-vl-utils lays RGBA over white. The
+    # service must not drop the alpha while decoding (it does for every other model).
+    blob, on_white = rgba_png()
+    served = served_images(service, "tiny-qwen3", [blob])
+    assert np.abs(served - embed(model, [on_white])).max() < 1e-6
+    dropped = embed(model, [Image.open(io.BytesIO(blob)).convert("RGB")])
+    assert np.abs(served - dropped).max() > 1e-3

@@ -24,9 +24,11 @@ from marsbench.encoder.adapters.base import (
     RuntimeOptions,
     TorchEmbedder,
     check_vocabulary,
+    cpu_precision_for,
     normalized_rows,
 )
 from marsbench.encoder.adapters.hub import model_folder
+from marsbench.encoder.adapters.image_processing import describe_image_processor, on_backend
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
 
@@ -48,6 +50,8 @@ class MllmEmbedder(TorchEmbedder):
     # Named prompts the model defines (jina: query, passage) and whether instructions are taken.
     prompt_names: tuple[str, ...] = ()
     accepts_instruction = False
+    # What `preprocess_image` does before the processor, as cards and run records say it.
+    image_preparation: ClassVar[str] = ""
 
     def __init__(self, spec: ModelSpec, model: Any, processor: Any, options: RuntimeOptions) -> None:
         super().__init__(spec, model, options)
@@ -55,6 +59,8 @@ class MllmEmbedder(TorchEmbedder):
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = self.padding_side
         self.image_size = None  # dynamic resolution
+        steps = [self.image_preparation] if self.image_preparation else []
+        self.preprocessing = "; ".join([*steps, describe_image_processor(processor.image_processor)])
         self.dimension = int(self.embed_texts(["probe"]).shape[-1])
 
     # -- loading -------------------------------------------------------------------------------
@@ -85,7 +91,7 @@ class MllmEmbedder(TorchEmbedder):
     def load_processor(cls, folder: Path, spec: ModelSpec) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(folder, **cls.processor_kwargs(spec))
+        return on_backend(AutoProcessor.from_pretrained(folder, **cls.processor_kwargs(spec)), folder, spec)
 
     @classmethod
     def processor_kwargs(cls, spec: ModelSpec) -> dict[str, Any]:
@@ -185,9 +191,9 @@ class MllmEmbedder(TorchEmbedder):
 
 def weights_dtype(spec: ModelSpec, options: RuntimeOptions) -> torch.dtype:
     """MLLMs load their weights in the model's GPU precision (bf16 unless the registry says
-    otherwise); on the CPU always fp32."""
+    otherwise); on the CPU in fp32, or in the reference's CPU dtype when the encoder asks for it."""
     if options.torch_device().type != "cuda":
-        return torch.float32
+        return WEIGHT_DTYPES[cpu_precision_for(spec, options)]
     return WEIGHT_DTYPES[spec.precision or "bf16"]
 
 

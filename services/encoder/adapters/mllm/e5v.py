@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions
+from marsbench.encoder.adapters.image_processing import on_backend
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder
 from marsbench.encoder.adapters.mllm.pooling import last_column
 from marsbench.encoder.core.registry import ModelSpec
@@ -55,7 +56,9 @@ class E5VEmbedder(MllmEmbedder):
     def load_processor(cls, folder: Path, spec: ModelSpec) -> Any:
         from transformers import LlavaNextProcessor
 
-        processor = LlavaNextProcessor.from_pretrained(folder, local_files_only=True)
+        processor = on_backend(
+            LlavaNextProcessor.from_pretrained(folder, local_files_only=True), folder, spec
+        )
         # Set unconditionally, as the reference does; a registry option may name another size.
         processor.patch_size = int(spec.options.get("patch_size", PATCH_SIZE))
         return processor

@@ -55,6 +55,7 @@ from PIL import Image
 
 from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, RuntimeOptions, normalized_rows
 from marsbench.encoder.adapters.hub import hub_snapshot
+from marsbench.encoder.adapters.image_processing import on_backend
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state, refuse_missing
 from marsbench.encoder.adapters.mllm.pooling import last_column, last_token, sequential_positions
 from marsbench.encoder.core.errors import ModelLoadFailed
@@ -121,7 +122,7 @@ class _Qwen2VlEmbedder(MllmEmbedder):
         from transformers import AutoProcessor
         from transformers.image_utils import SizeDict
 
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = on_backend(AutoProcessor.from_pretrained(folder, local_files_only=True), folder, spec)
         # The published code passes min/max_pixels to from_pretrained; transformers 5 would then
         # re-send them on every call (a deprecated path), so the bounds are set on the image
         # processor once, where its resize reads them.
@@ -168,6 +169,10 @@ class _SystemPromptEmbedder(_Qwen2VlEmbedder):
 class GmeEmbedder(_SystemPromptEmbedder):
     # GME's own class holds the vision tower and the text decoder, no LM head.
     model_class: ClassVar[str] = "Qwen2VLModel"
+    image_preparation: ClassVar[str] = (
+        f"PIL resize to multiples of 28 within {GME_FETCH_MIN_PIXELS}..{GME_FETCH_MAX_PIXELS} pixels "
+        "(fetch_image)"
+    )
     padding_side: ClassVar[str] = "right"
     default_instructions: ClassVar[dict[str, str]] = {
         "text": GME_TEXT_INSTRUCTION,
@@ -194,6 +199,7 @@ class GmeEmbedder(_SystemPromptEmbedder):
 
 class OpsMmEmbedder(_SystemPromptEmbedder):
     padding_side: ClassVar[str] = "left"
+    image_preparation: ClassVar[str] = "PIL resize to multiples of 28 within the pixel bounds (fetch_image)"
     pixel_defaults: ClassVar[tuple[int, int]] = (OPS_MM_MIN_PIXELS, OPS_MM_MAX_PIXELS)
     default_instructions: ClassVar[dict[str, str]] = {
         "text": DEFAULT_INSTRUCTION,
@@ -261,6 +267,7 @@ class Vlm2VecEmbedder(_Qwen2VlEmbedder):
 
     padding_side: ClassVar[str] = "right"
     pixel_defaults: ClassVar[tuple[int, int]] = (VLM2VEC_MIN_PIXELS, VLM2VEC_MAX_PIXELS)
+    image_preparation: ClassVar[str] = "images under 28 px on a side resized to 56 x 56 (VLM2Vec's rule)"
     accepts_instruction = False
 
     def __init__(self, spec: ModelSpec, model: Any, processor: Any, options: RuntimeOptions) -> None:

@@ -67,6 +67,12 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 
 class Qwen3VlEmbedder(MllmEmbedder):
     model_class = "Qwen3VLModel"
+    # The reference hands Qwen3-VL-Embedding file paths; qwen-vl-utils flattens RGBA onto white.
+    keeps_alpha = True
+    image_preparation: ClassVar[str] = (
+        "RGBA on white, PIL resize to multiples of 32 within the pixel bounds (qwen-vl-utils); "
+        "processor do_resize=False"
+    )
     padding_side = "right"
     accepts_instruction = True
     default_instructions: ClassVar[dict[str, str]] = {
