@@ -158,7 +158,8 @@ def test_the_builtin_entries_carry_the_reference_backends() -> None:
         "ops-mm-embedding-v1-2b": "torchvision",
         "qwen3-vl-embedding-2b": "torchvision",
     }
-    assert {n for n, s in builtin_specs().items() if s.cpu_precision} == {"ops-mm-embedding-v1-2b"}
+    reference_cpu = {n: s.cpu_precision for n, s in builtin_specs().items() if s.cpu_precision}
+    assert reference_cpu == {"ops-mm-embedding-v1-2b": "bf16", "jina-embeddings-v4": "bf16"}
 
 
 def test_other_models_drop_the_alpha_channel_as_the_reference_loaders_do(clip_folder: Path) -> None:

@@ -115,6 +115,7 @@ class TorchEmbedder:
         self._model: torch.nn.Module | None = model
         self._device = options.torch_device()
         self._precision = precision_for(spec, options)
+        self._cpu_precision = cpu_precision_for(spec, options)
         self.modalities = spec.modalities
         self.memory_bytes = module_bytes(model)
 

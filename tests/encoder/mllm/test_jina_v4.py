@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from marsbench.encoder.adapters import load_model
-from marsbench.encoder.adapters.base import PromptOptions
+from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions
 from marsbench.encoder.adapters.mllm.jina_v4 import IMAGE_PROMPT, JinaV4Embedder
 from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
@@ -177,3 +177,19 @@ def test_the_service_returns_the_in_process_vectors(service: TestClient, model: 
         "/v1/embeddings", json={"model": "tiny-jina", "input": ["x"], "instruction": "Find."}
     )
     assert refused.status_code == 422
+
+
+def test_the_reference_cpu_dtype_is_bf16_autocast_over_fp32_weights(
+    model: JinaV4Embedder, folder: Path
+) -> None:
+    # The remote code autocasts to bf16 on every device; on a CPU marsbench does so only when asked.
+    spec = serving.spec("tiny-jina", "jina_v4", f"local-dir:{folder}", options=OPTIONS, cpu_precision="bf16")
+    reference = load_model(spec, RuntimeOptions(device="cpu", cpu_precision="reference"))
+    assert isinstance(reference, JinaV4Embedder)
+    assert next(reference.module.parameters()).dtype == torch.float32
+    with reference.autocast():
+        assert torch.is_autocast_cpu_enabled() and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with model.autocast():
+        assert not torch.is_autocast_cpu_enabled()
+    fp32, bf16 = model.embed_texts(TEXTS), reference.embed_texts(TEXTS)
+    assert bf16.dtype == np.float32 and 1e-4 < np.abs(fp32 - bf16).max() < 0.1

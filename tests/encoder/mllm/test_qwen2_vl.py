@@ -444,3 +444,36 @@ def test_the_service_returns_the_in_process_vectors(
         asked = served_texts(service, f"tiny-{family}", TEXTS[:1], instruction="x")
         expected = models[family].embed_texts(TEXTS[:1], PromptOptions(instruction="x"))
         np.testing.assert_allclose(asked[0], expected[0], atol=1e-5)
+
+
+def test_gme_reads_max_length_and_image_tokens_from_its_config(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    # GME's config class takes max_length, min_image_tokens and max_image_tokens from config.json;
+    # registry options still win.
+    folder = tmp_path / "gme"
+    shutil.copytree(folders["base"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config |= {"max_length": 12, "min_image_tokens": 4, "max_image_tokens": 9}
+    (folder / "config.json").write_text(json.dumps(config))
+    plain = {k: v for k, v in OPTIONS["gme"].items() if k not in ("min_pixels", "max_pixels")}
+    spec = serving.spec("g", "gme", f"local-dir:{folder}", modalities=BOTH, options=plain)
+    model = load_model(spec, CPU)
+    assert model.text_kwargs()["max_length"] == 12  # type: ignore[attr-defined]
+    size = model.processor.image_processor.size  # type: ignore[attr-defined]
+    assert (size.shortest_edge, size.longest_edge) == (4 * 28 * 28, 9 * 28 * 28)
+    long_text = " ".join(["crater"] * 40)
+    assert not np.allclose(
+        model.embed_texts([long_text]), models_default_gme(folders).embed_texts([long_text])
+    )
+    chosen = load_model(
+        serving.spec(
+            "g", "gme", f"local-dir:{folder}", modalities=BOTH, options=plain | {"max_length": 1800}
+        ),
+        CPU,
+    )
+    assert chosen.text_kwargs()["max_length"] == 1800  # type: ignore[attr-defined]
+
+
+def models_default_gme(folders: dict[str, Path]) -> EmbeddingModel:
+    return load_model(spec_for("gme", folders["base"]), CPU)

@@ -63,6 +63,14 @@ class MllmEmbedder(TorchEmbedder):
         self.preprocessing = "; ".join([*steps, describe_image_processor(processor.image_processor)])
         self.dimension = int(self.embed_texts(["probe"]).shape[-1])
 
+    def rows(self, pooled: torch.Tensor) -> np.ndarray:
+        """Unit rows in float32. In the reference's own CPU dtype (MARSBENCH_ENCODER_CPU_PRECISION=
+        reference) the vector is normalised in the dtype it was pooled in, as the published codes
+        do, then widened; otherwise in float32."""
+        if self._device.type == "cpu" and self._cpu_precision != "fp32":
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+        return normalized_rows(pooled)
+
     # -- loading -------------------------------------------------------------------------------
 
     @classmethod
@@ -70,8 +78,9 @@ class MllmEmbedder(TorchEmbedder):
         import transformers
 
         folder = model_folder(spec, options, HUB_PATTERNS)
+        spec = cls.published_options(spec, folder)
         device = options.torch_device()
-        dtype = weights_dtype(spec, options)
+        dtype = cls.load_dtype(spec, options)
         try:
             processor = cls.load_processor(folder, spec)
             model = cls.load_weights(getattr(transformers, cls.model_class), folder, dtype, spec, options)
@@ -86,6 +95,15 @@ class MllmEmbedder(TorchEmbedder):
         )
         model.eval().to(device)
         return cls(spec, model, processor, options)
+
+    @classmethod
+    def published_options(cls, spec: ModelSpec, folder: Path) -> ModelSpec:
+        """The spec with options the model's own files set, where its registry entry sets none."""
+        return spec
+
+    @classmethod
+    def load_dtype(cls, spec: ModelSpec, options: RuntimeOptions) -> torch.dtype:
+        return weights_dtype(spec, options)
 
     @classmethod
     def load_processor(cls, folder: Path, spec: ModelSpec) -> Any:
@@ -148,7 +166,7 @@ class MllmEmbedder(TorchEmbedder):
             return_tensors="pt",
             **self.text_kwargs(),
         )
-        return normalized_rows(self.pool(self.run(inputs), inputs))
+        return self.rows(self.pool(self.run(inputs), inputs))
 
     @torch.inference_mode()
     def embed_prepared(self, items: Sequence[Any], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
@@ -159,7 +177,7 @@ class MllmEmbedder(TorchEmbedder):
             return_tensors="pt",
             **self.image_kwargs(),
         )
-        return normalized_rows(self.pool(self.run(inputs), inputs))
+        return self.rows(self.pool(self.run(inputs), inputs))
 
     def text_kwargs(self) -> dict[str, Any]:
         return {}

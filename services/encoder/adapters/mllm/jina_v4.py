@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions, autocast_for
-from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state
+from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state, weights_dtype
 from marsbench.encoder.adapters.mllm.pooling import masked_mean, span_mean
 from marsbench.encoder.core.errors import ModelLoadFailed
 from marsbench.encoder.core.registry import ModelSpec
@@ -116,7 +116,16 @@ class JinaV4Embedder(MllmEmbedder):
 
     # -- forward and pooling -------------------------------------------------------------------
 
+    @classmethod
+    def load_dtype(cls, spec: ModelSpec, options: RuntimeOptions) -> torch.dtype:
+        # The reference's dtype on a CPU is fp32 weights under bf16 autocast, not bf16 weights.
+        return torch.float32 if options.torch_device().type != "cuda" else weights_dtype(spec, options)
+
     def autocast(self) -> AbstractContextManager[object]:
+        # The remote code autocasts every forward to bf16, on the CPU too; marsbench does so on a
+        # CPU only under MARSBENCH_ENCODER_CPU_PRECISION=reference (the registry's cpu_precision).
+        if self._device.type == "cpu" and self._cpu_precision == "bf16":
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return autocast_for(self._device, "bf16")
 
     def hidden_states(self, inputs: Any) -> torch.Tensor:

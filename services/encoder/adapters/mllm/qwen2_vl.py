@@ -26,8 +26,9 @@ VLM2Vec-V2.0 (VLM2Vec/VLM2Vec-V2.0) and B3++ (raghavlite/B3_Qwen2_2B)
   merged here instead, which computes the same function up to rounding;
 - its vendored Qwen2-VL caches `rope_deltas` on the module and only computes M-RoPE positions on the
   first forward call of a process; every later call gets plain positions 0..L-1 over the padded
-  length. Reproduced as sequential positions on every call, i.e. the reference's very first batch
-  (M-RoPE) is not reproduced.
+  length. Reproduced as sequential positions on every call; the first call differs only by a
+  per-row shift (its image prompt has no <|vision_start|>, so M-RoPE counts the real tokens), which
+  rotary attention does not see.
 
 Ops-MM-embedding-v1 (OpenSearch-AI/Ops-MM-embedding-v1-2B)
 - GME's prompt template, instruction `You are a helpful assistant.` for texts and images alike;
@@ -53,7 +54,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, RuntimeOptions, normalized_rows
+from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, RuntimeOptions
 from marsbench.encoder.adapters.hub import hub_snapshot
 from marsbench.encoder.adapters.image_processing import on_backend
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state, refuse_missing
@@ -178,6 +179,22 @@ class GmeEmbedder(_SystemPromptEmbedder):
         "text": GME_TEXT_INSTRUCTION,
         "image": DEFAULT_INSTRUCTION,
     }
+
+    @classmethod
+    def published_options(cls, spec: ModelSpec, folder: Path) -> ModelSpec:
+        # GME's config class reads max_length, min_image_tokens and max_image_tokens from
+        # config.json (defaults 1800, 256, 1280); its processor gets tokens x 28^2 as pixel bounds.
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return spec
+        published: dict[str, int] = {}
+        if isinstance(config.get("max_length"), int):
+            published["max_length"] = config["max_length"]
+        for key, option in (("min_image_tokens", "min_pixels"), ("max_image_tokens", "max_pixels")):
+            if isinstance(config.get(key), int):
+                published[option] = config[key] * IMAGE_FACTOR * IMAGE_FACTOR
+        return spec.model_copy(update={"options": published | spec.options}) if published else spec
 
     def preprocess_image(self, image: Image.Image) -> Any:
         return fetch_resize(image, GME_FETCH_MIN_PIXELS, GME_FETCH_MAX_PIXELS)
@@ -360,7 +377,7 @@ class Vlm2VecEmbedder(_Qwen2VlEmbedder):
     def embed_texts(self, texts: Sequence[str], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
         prompts = self.text_prompts(list(texts), options)
         inputs = self.batch([self.processor(text=[prompt], truncation=True) for prompt in prompts])
-        return normalized_rows(self.pool(self.run(inputs), inputs))
+        return self.rows(self.pool(self.run(inputs), inputs))
 
     @torch.inference_mode()
     def embed_prepared(self, items: Sequence[Any], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
@@ -370,7 +387,7 @@ class Vlm2VecEmbedder(_Qwen2VlEmbedder):
             for prompt, item in zip(prompts, items, strict=True)
         ]
         inputs = self.batch(encoded)
-        return normalized_rows(self.pool(self.run(inputs), inputs))
+        return self.rows(self.pool(self.run(inputs), inputs))
 
     def batch(self, encoded: list[Any]) -> dict[str, torch.Tensor]:
         """Items processed alone, their token ids padded together by the tokenizer and their
