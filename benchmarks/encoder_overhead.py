@@ -1,6 +1,6 @@
 """Encoder service overhead: HTTP throughput and latency against the same model in process.
 
-    python benchmarks/encoder_overhead.py [--models marsbench-tiny,open_clip:ViT-B-32] [--json PATH]
+    python benchmarks/encoder_overhead.py [--models marsbench-tiny,open_clip:ViT-B-32:random] [--json PATH]
 
 For each model it starts the encoder as its own process (uvicorn, `--factory
 marsbench.encoder.app:create_app`, MARSBENCH_ENCODER_DEVICE=cpu, MARSBENCH_ENCODER_PRELOAD=<model>,
@@ -50,7 +50,7 @@ import torch
 from marsbench.client import EncoderClient
 
 DEFAULT_DATA = Path(tempfile.gettempdir()) / "marsbench-bench" / "geo512-small-seed0"
-DEFAULT_MODELS = "marsbench-tiny,open_clip:ViT-B-32"
+DEFAULT_MODELS = "marsbench-tiny,open_clip:ViT-B-32:random"
 THUMB_GLOB = "geo/dataset/tiles/*/thumb/*/*.tar"
 SATURATION_TARGET = 0.9
 LATENCY_TARGET = 2.0

@@ -103,7 +103,7 @@ def service_throughput(
 
     env = os.environ | {
         "MARSBENCH_ENCODER_DEVICE": device,
-        "MARSBENCH_ENCODER_PRELOAD": f"open_clip:{arch}",
+        "MARSBENCH_ENCODER_PRELOAD": f"open_clip:{arch}:random",
         "MARSBENCH_ENCODER_PREPROCESS_WORKERS": str(os.cpu_count() or 4),
         "MARSBENCH_ENCODER_IMAGE_PREPROCESSING": "tensor",
         "MARSBENCH_ENCODER_MAX_BATCH_SIZE": str(batch),
@@ -132,9 +132,9 @@ def service_throughput(
 
         def drive(index: int) -> None:
             with EncoderClient(url, timeout=600) as client:
-                client.embed_images(f"open_clip:{arch}", tiles[:4])  # warm
+                client.embed_images(f"open_clip:{arch}:random", tiles[:4])  # warm
                 while time.monotonic() < stop:
-                    client.embed_images(f"open_clip:{arch}", tiles)
+                    client.embed_images(f"open_clip:{arch}:random", tiles)
                     done[index] += len(tiles)
 
         started = time.monotonic()

@@ -16,7 +16,7 @@ Part A (--model, default marsbench-tiny, --threads torch threads): tiles/s of th
 against the encoder's standalone throughput on the same tiles over HTTP (the binary path, requests
 of the indexer's batch size from --clients concurrent clients). Target: >= 0.85.
 
-Part B (--scale-model, default open_clip:ViT-B-32 with random weights, a slow model here): two
+Part B (--scale-model, default open_clip:ViT-B-32:random with random weights, a slow model here): two
 encoder processes, each with 1 torch thread (OMP_NUM_THREADS=1), against one such encoder; the
 indexer gets both URLs (MARSBENCH_ENCODER_URLS) or one. Target: 2-encoder / 1-encoder >= 1.7. The
 encoders' own scaling over HTTP without the indexer is measured beside it.
@@ -251,7 +251,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="part A: the encoder's torch threads")
     parser.add_argument("--batch-size", type=int, default=64, help="part A: images per encoder request")
     parser.add_argument("--in-flight", type=int, default=3, help="part A: indexer batches in flight")
-    parser.add_argument("--scale-model", default="open_clip:ViT-B-32", help="part B model")
+    parser.add_argument("--scale-model", default="open_clip:ViT-B-32:random", help="part B model")
     parser.add_argument("--scale-tiles", type=int, default=192, help="part B: tiles indexed per run")
     parser.add_argument("--scale-batch-size", type=int, default=16, help="part B: images per request")
     parser.add_argument("--scale-in-flight", type=int, default=4, help="part B: indexer batches in flight")

@@ -9,7 +9,7 @@ for the tensor path (`MARSBENCH_ENCODER_IMAGE_PREPROCESSING=tensor`):
   cores preprocessing needs to keep the model busy can be read off;
 - the largest cosine change of the final vectors between the two paths.
 
-    .venv/bin/python benchmarks/preprocessing.py --model open_clip:ViT-B-32 --json /tmp/prep.json
+    .venv/bin/python benchmarks/preprocessing.py --model open_clip:ViT-B-32:random --json /tmp/prep.json
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="open_clip:ViT-B-32", help="Model reference (open_clip family).")
+    parser.add_argument(
+        "--model", default="open_clip:ViT-B-32:random", help="Model reference (open_clip family)."
+    )
     parser.add_argument("--tiles", type=int, default=48)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=5)

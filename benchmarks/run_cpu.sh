@@ -7,4 +7,4 @@ OUT=${OUT:-/tmp/marsbench-bench}
 mkdir -p "$OUT"
 .venv/bin/python -u benchmarks/encoder_overhead.py --json "$OUT/encoder_overhead.json"
 .venv/bin/python -u benchmarks/indexing_throughput.py --json "$OUT/indexing_throughput.json"
-.venv/bin/python -u benchmarks/preprocessing.py --model open_clip:ViT-B-32 --json "$OUT/preprocessing.json"
+.venv/bin/python -u benchmarks/preprocessing.py --model open_clip:ViT-B-32:random --json "$OUT/preprocessing.json"

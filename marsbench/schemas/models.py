@@ -62,6 +62,11 @@ class ModelInfo(BaseModel):
         description="What turns a decoded image into the model's input, as loaded: the processor class "
         "and backend, resize, crop, rescale and normalisation. None until loaded.",
     )
+    random_weights: bool = Field(
+        default=False,
+        description="The model serves random weights, asked for on purpose (`open_clip:<arch>:random` or "
+        "`random_weights = true` in its registry entry): its vectors mean nothing.",
+    )
 
 
 class ModelList(BaseModel):

@@ -48,6 +48,13 @@ class EncoderSettings(AccessSettings):
         default=8192, ge=1, description="Backpressure: beyond this many queued items requests get 429."
     )
     max_image_pixels: int = Field(default=64_000_000, ge=1, description="Larger images are refused (422).")
+    max_request_pixels: int = Field(
+        default=300_000_000,
+        ge=1,
+        description="Pixels of all the images in one request, summed from their headers before any is "
+        "decoded (413 beyond): decoding costs CPU by the pixel, and one request of 40 images of 64 Mpx "
+        "took 42 s of it. 1,000 tiles of 512 x 512 (262 Mpx) fit.",
+    )
     # Request limits: each refusal is a 413 naming its setting. 256 MiB carries a batch of 1,000
     # 512-px PNG tiles with room to spare; Starlette's multipart parser caps files at 1,000 anyway.
     max_body_mb: float = Field(default=256.0, gt=0, description="Largest request body in MiB (413).")
@@ -86,11 +93,20 @@ class EncoderSettings(AccessSettings):
         "Other models keep the PIL path.",
     )
     trust_checkpoints: bool = Field(
-        default=False, description="Allow checkpoint files that need full pickle loading."
+        default=False,
+        description="Allow checkpoint files that need full pickle loading, for checkpoints the registry "
+        "files (MARSBENCH_ENCODER_REGISTRY) name; a checkpoint a request names is never unpickled.",
+    )
+    model_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Folders (comma-separated) that paths in requests' model references must lie under, "
+        "after resolving `..` and symlinks: checkpoints (`<model>@<file>`), `open_clip:local-dir:<folder>`. "
+        "Outside them a reference is refused (422) before the path is read. Empty: any path on loopback "
+        "(MARSBENCH_HOST), none beyond it. Paths in registry files are the operator's and not confined.",
     )
     cache_dir: str | None = Field(default=None, description="Where hub weights are cached.")
 
-    @field_validator("preload", "registry", mode="before")
+    @field_validator("preload", "registry", "model_roots", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)

@@ -19,7 +19,7 @@ import pytest
 from marsbench.datasets.synth import synthesize
 
 pytestmark = pytest.mark.e2e
-MODEL = "open_clip:ViT-S-32"  # random weights: slow enough on CPU to be killed mid-job
+MODEL = "open_clip:ViT-S-32:random"  # random weights, asked for: slow enough on CPU to be killed mid-job
 
 
 def free_ports(n: int) -> list[int]:

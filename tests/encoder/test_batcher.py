@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from marsbench.encoder.core.batcher import DynamicBatcher
-from marsbench.encoder.core.errors import Overloaded
+from marsbench.encoder.core.errors import ForwardFailed, Overloaded
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,8 @@ async def test_full_queue_raises_overloaded(executor: ThreadPoolExecutor) -> Non
 async def test_failing_batch_fails_its_requests_but_not_the_batcher(executor: ThreadPoolExecutor) -> None:
     recorder = Recorder(fail_on=3)
     batcher = make(recorder, executor)
-    with pytest.raises(RuntimeError, match="boom"):
+    # The forward's own exception becomes one that names the model (issue 17: a clear error).
+    with pytest.raises(ForwardFailed, match="RuntimeError: boom"):
         await batcher.submit([1, 2, 3])
     assert (await batcher.submit([5])).tolist() == [[5, 5]]
     await batcher.close()

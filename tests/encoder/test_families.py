@@ -17,7 +17,7 @@ from PIL import Image
 from marsbench.encoder.adapters import EmbeddingModel, load_model
 from marsbench.encoder.adapters.transformers_towers import TransformersTowers
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.errors import ModelLoadFailed, UnsupportedModality
+from marsbench.encoder.core.errors import ModelLoadFailed, ModelUnusable, UnsupportedModality
 from marsbench.encoder.core.registry import ModelSpec
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
@@ -187,7 +187,7 @@ def test_weights_that_do_not_fit_the_class_are_refused(folders: dict[str, Path])
 
 def test_a_folder_without_weights_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadFailed, match="no weights"):
+    with pytest.raises(ModelUnusable, match="no weights"):
         load_model(spec_for("hf_dinov3", f"local-dir:{tmp_path}"), CPU)
 
 

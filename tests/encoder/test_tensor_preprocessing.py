@@ -18,12 +18,15 @@ pytestmark = pytest.mark.anyio
 LIMIT = 64_000_000
 
 
+RANDOM_VIT_B_32 = ModelSpec(name="vit-b-32", family="open_clip", source="ViT-B-32", random_weights=True)
+
+
 @pytest.mark.parametrize(
     ("spec", "resize_mode"),
     [
         (resolve_model("marsbench-tiny"), "shortest"),
-        (ModelSpec(name="vit-b-32", family="open_clip", source="ViT-B-32"), "shortest"),  # random, 224 px
-        (ModelSpec(name="vit-b-32", family="open_clip", source="ViT-B-32"), "squash"),  # SigLIP's mode
+        (RANDOM_VIT_B_32, "shortest"),  # random weights (asked for: random_weights), 224 px
+        (RANDOM_VIT_B_32, "squash"),  # SigLIP's mode
     ],
     ids=["marsbench-tiny", "vit-b-32-shortest", "vit-b-32-squash"],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from marsbench.encoder.adapters.base import EmbeddingModel, RuntimeOptions
+from marsbench.encoder.adapters.hub import check_local_folder
 from marsbench.encoder.adapters.mllm import MLLM_FAMILIES, load_mllm, mllm_prompt_card
 from marsbench.encoder.adapters.open_clip import OpenClipModel
 from marsbench.encoder.adapters.transformers_towers import TOWER_FAMILIES, TransformersTowers
@@ -42,7 +43,21 @@ def expected_weight_gb(spec: ModelSpec, device_type: str) -> float | None:
     return spec.memory_gb
 
 
-def load_model(spec: ModelSpec, options: RuntimeOptions) -> EmbeddingModel:
+# Cheap checks a family can run before loading (files present, architecture known, weights named).
+CHECKS: dict[str, Callable[[ModelSpec, RuntimeOptions], None]] = {"open_clip": OpenClipModel.check}
+
+
+def check_model(spec: ModelSpec, options: RuntimeOptions) -> None:
+    """Raise what `load_model` would raise for reasons knowable without loading: the engine calls it
+    before unloading anything to make room, so a load that cannot succeed evicts nothing."""
+    _loader(spec)
+    check_local_folder(spec)
+    check = CHECKS.get(spec.family)
+    if check is not None:
+        check(spec, options)
+
+
+def _loader(spec: ModelSpec) -> Callable[[ModelSpec, RuntimeOptions], EmbeddingModel]:
     try:
         loader = FAMILIES[spec.family]
     except KeyError:
@@ -55,7 +70,11 @@ def load_model(spec: ModelSpec, options: RuntimeOptions) -> EmbeddingModel:
             f"'{spec.name}@/path/to/checkpoint.pt', or set `checkpoint` under [models.{spec.name}] in a "
             "registry file (MARSBENCH_ENCODER_REGISTRY)"
         )
-    return loader(spec, options)
+    return loader
 
 
-__all__ = ["FAMILIES", "EmbeddingModel", "RuntimeOptions", "load_model", "prompt_card"]
+def load_model(spec: ModelSpec, options: RuntimeOptions) -> EmbeddingModel:
+    return _loader(spec)(spec, options)
+
+
+__all__ = ["FAMILIES", "EmbeddingModel", "RuntimeOptions", "check_model", "load_model", "prompt_card"]

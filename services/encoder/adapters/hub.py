@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from marsbench.encoder.adapters.base import RuntimeOptions
-from marsbench.encoder.core.errors import ModelLoadFailed
+from marsbench.encoder.core.errors import ModelLoadFailed, ModelUnusable
 from marsbench.encoder.core.registry import WEIGHT_SUFFIXES, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,20 @@ def has_weights(folder: Path) -> bool:
     return folder.is_dir() and any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir())
 
 
+def check_local_folder(spec: ModelSpec) -> None:
+    """A local model folder that is missing or holds no weights never loads: a permanent error."""
+    local = spec.local_folder()
+    if local is None:
+        return
+    if not local.is_dir():
+        raise ModelUnusable(f"model {spec.name!r}: model folder {local} does not exist")
+    if not has_weights(local):
+        raise ModelUnusable(
+            f"model folder {local} holds no weights file ({', '.join(WEIGHT_SUFFIXES)}); "
+            "point the registry entry at the folder a hub snapshot or save_pretrained wrote"
+        )
+
+
 def model_folder(spec: ModelSpec, options: RuntimeOptions, pattern_sets: Sequence[Sequence[str]]) -> Path:
     """The folder holding the model's files.
 
@@ -32,11 +46,7 @@ def model_folder(spec: ModelSpec, options: RuntimeOptions, pattern_sets: Sequenc
     """
     local = spec.local_folder()
     if local is not None:
-        if not has_weights(local):
-            raise ModelLoadFailed(
-                f"model folder {local} holds no weights file ({', '.join(WEIGHT_SUFFIXES)}); "
-                "point the registry entry at the folder a hub snapshot or save_pretrained wrote"
-            )
+        check_local_folder(spec)
         return local
     repo = spec.hub_repo()
     if repo is None:
@@ -56,7 +66,12 @@ def hub_snapshot(
     require_weights: bool = True,
 ) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     if revision is None:
         log.warning("%s: hub repository %s has no pinned revision; using its current main branch", what, repo)
@@ -79,11 +94,15 @@ def hub_snapshot(
                 f"`huggingface-cli download {repo}{f' --revision {revision}' if revision else ''}`, "
                 "and share the cache (MARSBENCH_ENCODER_CACHE_DIR / HF_HOME)"
             ) from exc
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:  # permanent: 4xx, not retried
+            raise ModelUnusable(
+                f"{what}: {repo}@{revision or 'main'} does not exist on the hub: {exc}"
+            ) from exc
         except (HfHubHTTPError, OSError, ValueError) as exc:
             raise ModelLoadFailed(f"{what}: cannot fetch {repo}@{revision or 'main'}: {exc}") from exc
         if has_weights(folder) or not require_weights:
             return folder
-    raise ModelLoadFailed(f"{what}: {repo}@{revision or 'main'} holds no weights file ({folder})")
+    raise ModelUnusable(f"{what}: {repo}@{revision or 'main'} holds no weights file ({folder})")
 
 
 def converted_dir(options: RuntimeOptions) -> Path:

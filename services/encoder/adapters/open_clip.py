@@ -25,8 +25,8 @@ from marsbench.encoder.adapters.base import (
 )
 from marsbench.encoder.adapters.hub import hub_snapshot, model_folder
 from marsbench.encoder.adapters.image_processing import describe_transforms
-from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.core.errors import ModelLoadFailed, ModelUnusable
+from marsbench.encoder.core.registry import RANDOM_TAG, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,23 @@ class OpenClipModel(TorchEmbedder):
             )
 
     @classmethod
+    def check(cls, spec: ModelSpec, options: RuntimeOptions) -> None:
+        """What can be known to fail before loading, read cheaply (no weights are built): the engine
+        runs it before making room, so a load that cannot succeed unloads nothing."""
+        _check_architecture(spec)
+        if spec.local_folder() is None and spec.hub_repo() is None:
+            _check_weights_named(spec)
+        if spec.checkpoint is not None:
+            trusted = options.trust_checkpoints and not spec.from_request
+            if not trusted:  # a trusted file is unpickled once, when it loads, not twice
+                _read_state_keys(spec.checkpoint, from_request=spec.from_request)
+            elif not spec.checkpoint.is_file():
+                raise ModelUnusable(f"checkpoint file {spec.checkpoint} does not exist")
+
+    @classmethod
     def load(cls, spec: ModelSpec, options: RuntimeOptions) -> OpenClipModel:
         device = options.torch_device()
+        _check_architecture(spec)
         name, pretrained, preprocess_kwargs = _weights_source(spec, options)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -70,10 +85,13 @@ class OpenClipModel(TorchEmbedder):
                 cache_dir=options.cache_dir,
                 **preprocess_kwargs,
             )
-        except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
-            raise ModelLoadFailed(f"cannot load open_clip model {spec.name!r}: {exc}") from exc
+        except (MemoryError, torch.OutOfMemoryError) as exc:  # may pass once memory frees up: 503
+            raise ModelLoadFailed(f"out of memory loading open_clip model {spec.name!r}: {exc}") from exc
+        except Exception as exc:  # a config or weights file that does not fit: retrying cannot help
+            raise ModelUnusable(f"cannot load open_clip model {spec.name!r}: {exc}") from exc
         if spec.checkpoint is not None:
-            _load_checkpoint(model, spec.checkpoint, trust=options.trust_checkpoints)
+            trusted = options.trust_checkpoints and not spec.from_request
+            _load_checkpoint(model, spec.checkpoint, trust=trusted, from_request=spec.from_request)
         model.eval().to(device)
         tokenizer = _tokenizer(spec, name, options)
         return cls(spec, model, preprocess, tokenizer, options)
@@ -124,8 +142,9 @@ def _weights_source(spec: ModelSpec, options: RuntimeOptions) -> tuple[str, str 
         folder = model_folder(spec, options, _HUB_PATTERNS)
         return f"local-dir:{folder}", None, {}
     if spec.pretrained is None:
+        _check_weights_named(spec)
         if spec.checkpoint is None:
-            log.warning("model %s has no pretrained weights or checkpoint: serving random weights", spec.name)
+            log.warning("model %s: serving random weights, as asked (random_weights)", spec.name)
         return spec.source, None, {}
     tag = open_clip.get_pretrained_cfg(spec.source, spec.pretrained)
     if not tag or spec.revision is None or not tag.get("hf_hub"):
@@ -183,24 +202,113 @@ def _tokenizer(spec: ModelSpec, name: str, options: RuntimeOptions) -> Any:
     return tokenizer
 
 
-def _load_checkpoint(model: Any, path: Path, *, trust: bool) -> None:
+def _check_architecture(spec: ModelSpec) -> None:
+    if spec.local_folder() is not None or spec.hub_repo() is not None:
+        folder = spec.local_folder()
+        if folder is not None and not (folder / "open_clip_config.json").is_file():
+            what = "does not exist" if not folder.is_dir() else "holds no open_clip_config.json"
+            raise ModelUnusable(f"model {spec.name!r}: model folder {folder} {what}")
+        return
+    if open_clip.get_model_config(spec.source) is None:
+        raise ModelUnusable(
+            f"model {spec.name!r}: unknown open_clip architecture {spec.source!r}; open_clip.list_models() "
+            "names the known ones (e.g. ViT-B-32, ViT-L-14-quickgelu), or use open_clip:local-dir:<folder>"
+        )
+    pretrained = spec.pretrained
+    if (
+        pretrained is not None
+        and not Path(pretrained).is_file()
+        and not open_clip.get_pretrained_cfg(spec.source, pretrained)
+    ):
+        tags = open_clip.list_pretrained_tags_by_model(spec.source)
+        raise ModelUnusable(
+            f"model {spec.name!r}: unknown pretrained tag {pretrained!r} of {spec.source}; known tags: "
+            f"{', '.join(tags) or 'none'}"
+        )
+
+
+def _check_weights_named(spec: ModelSpec) -> None:
+    """An architecture alone has random weights: served only when asked for by name, since its
+    vectors look like any others and would give silently meaningless results."""
+    if spec.pretrained is None and spec.checkpoint is None and not spec.random_weights:
+        raise ModelUnusable(
+            f"model {spec.name!r} names no weights (no pretrained tag, no checkpoint): name them, "
+            f"e.g. open_clip:{spec.source}:<tag> or <model>@/path/to/checkpoint.pt; to serve random "
+            f"weights on purpose ask for open_clip:{spec.source}:{RANDOM_TAG} (or set random_weights = "
+            "true in its registry entry)"
+        )
+
+
+def _read_state_keys(path: Path, *, from_request: bool) -> list[str]:
+    """The checkpoint's weight names, read as weights only (memory-mapped: nothing is copied), so that
+    a file holding no weights (an empty dict made open_clip raise StopIteration) or no weights file
+    at all is refused before the engine makes room for it."""
+    if not path.is_file():
+        raise ModelUnusable(f"checkpoint file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return list(handle.keys())
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            raise ModelUnusable(_pickled_message(path, from_request=from_request)) from None
+        raise ModelUnusable(f"checkpoint {path} is not a weights file torch can read") from None
+    except Exception as exc:  # the unpickler fails in many ways on other files (IndexError, EOFError...)
+        raise ModelUnusable(
+            f"checkpoint {path} is not a weights file torch can read ({type(exc).__name__}: {exc})"
+        ) from None
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ModelUnusable(f"checkpoint {path} holds no weights (its state dict is empty or missing)")
+    return [str(key) for key in state]
+
+
+def _pickled_message(path: Path, *, from_request: bool) -> str:
+    if from_request:
+        return (
+            f"checkpoint {path} holds pickled objects besides tensors; a checkpoint named in a request is "
+            "only ever read as weights: save its state dict alone (torch.save({'state_dict': ...})) or "
+            "as safetensors, or have the operator register it in a registry file"
+        )
+    return (
+        f"checkpoint {path} holds pickled objects besides tensors; if you trust the file, set "
+        "MARSBENCH_ENCODER_TRUST_CHECKPOINTS=1 and retry"
+    )
+
+
+def _load_checkpoint(model: Any, path: Path, *, trust: bool, from_request: bool = False) -> None:
     """Load a fine-tuned checkpoint with open_clip's own loader (prefixes, resizes, conversions)."""
     if not path.is_file():
-        raise ModelLoadFailed(f"checkpoint file {path} does not exist")
+        raise ModelUnusable(f"checkpoint file {path} does not exist")
     try:
         incompatible = open_clip.load_checkpoint(model, str(path), strict=False, weights_only=not trust)
+    except StopIteration:  # open_clip's next(iter(state_dict)) on an empty dict
+        raise ModelUnusable(
+            f"checkpoint {path} holds no weights (its state dict is empty or missing)"
+        ) from None
     except pickle.UnpicklingError as exc:
-        raise ModelLoadFailed(
-            f"checkpoint {path} holds pickled objects besides tensors; if you trust the file, "
-            "set MARSBENCH_ENCODER_TRUST_CHECKPOINTS=1 and retry"
+        if "Unsupported global" in str(exc):
+            raise ModelUnusable(_pickled_message(path, from_request=from_request)) from exc
+        raise ModelUnusable(f"checkpoint {path} is not a weights file torch can read: {exc}") from exc
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ModelUnusable(f"checkpoint {path} does not fit the architecture: {exc}") from exc
+    except Exception as exc:
+        raise ModelUnusable(
+            f"checkpoint {path} is not a weights file torch can read ({type(exc).__name__}: {exc})"
         ) from exc
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:
-        raise ModelLoadFailed(f"checkpoint {path} does not fit the architecture: {exc}") from exc
     missing = list(getattr(incompatible, "missing_keys", []) or [])
     unexpected = list(getattr(incompatible, "unexpected_keys", []) or [])
     if missing:
         # A checkpoint that leaves weights at their initial values would give silently wrong numbers.
-        raise ModelLoadFailed(
+        raise ModelUnusable(
             f"checkpoint {path} lacks {len(missing)} weights of the architecture, e.g. {missing[:5]}"
         )
     if unexpected:

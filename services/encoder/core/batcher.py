@@ -24,7 +24,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from marsbench.encoder.core.errors import Overloaded
+from marsbench.encoder.core.errors import EncoderError, ForwardFailed, Overloaded
+from marsbench.encoder.core.threads import in_thread
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -180,11 +181,13 @@ class DynamicBatcher(Generic[T]):
             self._activity.running += 1
         started = time.perf_counter()
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, batch)
+            # in_thread: a StopIteration from the forward would otherwise never reach the future.
+            rows = await in_thread(self._executor, self._run_batch, batch)
         except Exception as exc:  # one bad batch fails its requests, never the batcher
             log.exception("batch of %d items failed in %s", len(batch), self.name)
+            error = exc if isinstance(exc, EncoderError) else ForwardFailed(self.name, len(batch), exc)
             for request, _, _ in parts:
-                self._fail(request, exc)
+                self._fail(request, error)
             return
         finally:
             if self._activity is not None:

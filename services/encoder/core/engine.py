@@ -24,24 +24,36 @@ import torch
 from marsbench.encoder.adapters import (
     EmbeddingModel,
     RuntimeOptions,
+    check_model,
     expected_weight_gb,
     load_model,
     prompt_card,
 )
 from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, run_precision
 from marsbench.encoder.core.batcher import DeviceActivity, DynamicBatcher
-from marsbench.encoder.core.errors import ModelTooLarge, UnsupportedModality
+from marsbench.encoder.core.decoding import FairQueue, request_pixels
+from marsbench.encoder.core.errors import (
+    EncoderError,
+    InvalidInput,
+    ModelLoadFailed,
+    ModelTooLarge,
+    ModelUnusable,
+    UnsupportedModality,
+)
 from marsbench.encoder.core.images import decode_image, decode_tensor
 from marsbench.encoder.core.registry import (
+    ModelRoots,
     ModelSpec,
     registered_specs,
     resolve_model,
     weights_sha256,
     weights_stamp,
 )
+from marsbench.encoder.core.threads import in_thread
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
 from marsbench.schemas.models import ModelInfo
+from marsbench.security import LimitExceeded, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +127,19 @@ class EncoderEngine:
             cache_dir=self.settings.cache_dir,
         )
         self._specs = registered_specs([Path(p) for p in self.settings.registry]) if specs is None else specs
+        # Paths in requests' references stay under the model roots; the registry's are not confined.
+        self._roots = ModelRoots.of(
+            self.settings.model_roots, open_without_roots=is_loopback(self.settings.host)
+        )
         self._served: OrderedDict[str, ServedModel] = OrderedDict()
-        self._load_locks: dict[str, asyncio.Lock] = {}
+        # One load at a time: each makes room for itself before it starts, so concurrent loads cannot
+        # all see the same free room and go past MARSBENCH_ENCODER_MAX_LOADED_MODELS together.
+        self._load_lock = asyncio.Lock()
         # One forward at a time per device; decoding and resizing on their own threads.
         self._device_pool = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self._device_activity = DeviceActivity()
         self._cpu_pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
+        self._decoding = FairQueue(self._cpu_pool, self.settings.preprocess_workers)
         self.observer: EncoderObserver = EncoderObserver()
 
     async def __aenter__(self) -> EncoderEngine:
@@ -141,13 +160,15 @@ class EncoderEngine:
             await served.close()
             self.observer.model_unloaded(name)
         self._served.clear()
-        self._device_pool.shutdown(wait=True, cancel_futures=True)
+        # Not waiting for a forward in progress: one batch of a large model on a CPU can take minutes,
+        # and a service on SIGTERM must stop in seconds (its caller's job resumes; issue 17, item 9).
+        self._device_pool.shutdown(wait=False, cancel_futures=True)
         self._cpu_pool.shutdown(wait=True, cancel_futures=True)
 
     # -- models -------------------------------------------------------------------------------
 
     def resolve(self, ref: str) -> ModelSpec:
-        return resolve_model(ref, self._specs)
+        return resolve_model(ref, self._specs, roots=self._roots)
 
     def loaded_models(self) -> list[str]:
         return list(self._served)
@@ -183,8 +204,7 @@ class EncoderEngine:
         spec = self.resolve(ref)
         served = self._served.get(spec.name)
         if served is None:
-            lock = self._load_locks.setdefault(spec.name, asyncio.Lock())
-            async with lock:
+            async with self._load_lock:
                 served = self._served.get(spec.name)
                 if served is None:
                     served = await self._load(spec)
@@ -197,16 +217,15 @@ class EncoderEngine:
         expected = expected_weight_gb(spec, self._options.torch_device().type)
         estimate = int(expected * GIB) if expected else 0
         self._check_fits(spec.name, estimate, budget)
+        # What can be known to fail is checked before anything is unloaded for it: a bad checkpoint
+        # or architecture used to evict the preloaded model first (and /readyz went 503).
+        await self._loading(spec, check_model, spec, self._options)
         # Make room first: on a GPU the new model must not be loaded beside the ones it replaces.
         await self._evict_for_room(estimate, budget)
         log.info("loading model %s", spec.name)
         started = time.perf_counter()
         weights = weights_stamp(spec)  # taken before loading: describes what is about to be read
-        try:
-            model = await asyncio.to_thread(load_model, spec, self._options)
-        except Exception:
-            self.observer.model_load_failed(spec.name)
-            raise
+        model = await self._loading(spec, load_model, spec, self._options)
         try:
             self._check_fits(spec.name, model.memory_bytes, budget)
         except ModelTooLarge:
@@ -243,7 +262,11 @@ class EncoderEngine:
             )
 
         # Local files only (hub models are pinned by revision); read once more, off the event loop.
-        hashes = await asyncio.to_thread(weights_sha256, spec)
+        try:
+            hashes = await self._loading(spec, weights_sha256, spec)
+        except EncoderError:
+            model.close()
+            raise
         served = ServedModel(
             model=model,
             make_batcher=make_batcher,
@@ -256,6 +279,20 @@ class EncoderEngine:
         )
         self._served[spec.name] = served
         return served
+
+    async def _loading(self, spec: ModelSpec, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` off the event loop for loading `spec`, every failure an EncoderError: out of
+        memory may pass (503), anything else is the model's files and will not (422)."""
+        try:
+            return await in_thread(None, fn, *args)
+        except Exception as exc:
+            self.observer.model_load_failed(spec.name)
+            if isinstance(exc, EncoderError):
+                raise
+            if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+                raise ModelLoadFailed(f"out of memory loading model {spec.name!r}: {exc}") from exc
+            cause = exc.__cause__ if isinstance(exc.__cause__, StopIteration) else exc
+            raise ModelUnusable(f"cannot load model {spec.name!r}: {type(cause).__name__}: {exc}") from exc
 
     def _device_name(self) -> str:
         device = self._options.torch_device()
@@ -331,9 +368,7 @@ class EncoderEngine:
         served = await self.model(ref)
         served.model.check_options(options)
         vectors = await served.batcher(Modality.TEXT, options).submit(list(texts))
-        tokens = await asyncio.get_running_loop().run_in_executor(
-            self._cpu_pool, served.model.count_tokens, list(texts)
-        )
+        tokens = await in_thread(self._cpu_pool, served.model.count_tokens, list(texts))
         return vectors, tokens
 
     async def embed_images(
@@ -342,22 +377,37 @@ class EncoderEngine:
         _require(self.resolve(ref), Modality.IMAGE)
         served = await self.model(ref)
         served.model.check_options(options)
-        prepared = await asyncio.get_running_loop().run_in_executor(
-            self._cpu_pool, self._prepare, served.model, list(images)
-        )
+        await self._check_request_pixels(images)
+        prepare = partial(self._prepare, served.model)
+        prepared = await self._decoding.map(prepare, list(enumerate(images)))
         return await served.batcher(Modality.IMAGE, options).submit(prepared)
 
-    def _prepare(self, model: EmbeddingModel, images: list[bytes]) -> list[Any]:
+    async def _check_request_pixels(self, images: Sequence[bytes]) -> None:
+        """Refuse (413) a request whose images hold more pixels in all than one request may decode,
+        from their headers, before any is decoded."""
+        limit = self.settings.max_request_pixels
+        total = await in_thread(None, request_pixels, list(images))
+        if total > limit:
+            raise LimitExceeded(
+                f"{len(images)} images of {total} pixels in all in one request; send fewer or smaller "
+                "images per request",
+                setting="MARSBENCH_ENCODER_MAX_REQUEST_PIXELS",
+                limit=limit,
+            )
+
+    def _prepare(self, model: EmbeddingModel, item: tuple[int, bytes]) -> Any:
+        """One image, decoded and preprocessed (a task of the fair decoding queue)."""
+        index, data = item
         limit = self.settings.max_image_pixels
-        if self._uses_tensor_path(model):
-            return [
-                model.preprocess_tensor(decode_tensor(data, i, max_pixels=limit))
-                for i, data in enumerate(images)
-            ]
-        return [
-            model.preprocess_image(decode_image(data, i, max_pixels=limit, keep_alpha=model.keeps_alpha))
-            for i, data in enumerate(images)
-        ]
+        try:
+            if self._uses_tensor_path(model):
+                return model.preprocess_tensor(decode_tensor(data, index, max_pixels=limit))
+            image = decode_image(data, index, max_pixels=limit, keep_alpha=model.keeps_alpha)
+            return model.preprocess_image(image)
+        except EncoderError:
+            raise
+        except Exception as exc:  # preprocessing a decoded image failed: name the image, never a 500
+            raise InvalidInput(f"cannot preprocess image: {type(exc).__name__}: {exc}", index) from exc
 
     def _info(self, spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         return model_card(spec, served)
@@ -389,6 +439,7 @@ def model_card(spec: ModelSpec, served: ServedModel | None = None) -> ModelInfo:
         precision=served.precision if served else None,
         image_backend=spec.image_backend,
         preprocessing=(served.preprocessing or None) if served else None,
+        random_weights=spec.random_weights,
     )
 
 

@@ -6,22 +6,28 @@ models or complete built-in ones (e.g. give `marscope` its checkpoint).
 
 A model reference is either a registered name (`marsbench-tiny`) or an ad hoc open_clip form,
 `open_clip:<arch>` or `open_clip:<arch>:<pretrained>` (e.g. `open_clip:ViT-B-32:laion2b_s34b_b79k`,
-`open_clip:hf-hub:timm/ViT-L-16-SigLIP-384`). Either may end in `@<checkpoint file>`: a local
-weights file in open_clip's format (a dict holding `state_dict` or a bare state dict, `module.`
-prefixes allowed), which is how fine-tuned models such as MarScope are distributed.
+`open_clip:hf-hub:timm/ViT-L-16-SigLIP-384`; `open_clip:<arch>:random` asks for random weights on
+purpose). Either may end in `@<checkpoint file>`: a local weights file in open_clip's format (a dict
+holding `state_dict` or a bare state dict, `module.` prefixes allowed), which is how fine-tuned
+models such as MarScope are distributed.
+
+Paths in a reference come from whoever sends the request: `resolve_model(..., roots=)` confines them
+to the model roots before anything reads them, and the spec it returns is marked `from_request`, so
+its checkpoint is never fully unpickled. Paths in registry files are the operator's.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
+from marsbench.encoder.core.errors import InvalidModelRef, ModelPathNotAllowed, UnknownModel
 from marsbench.files import file_sha256
 from marsbench.schemas.common import Modality
 
@@ -30,6 +36,9 @@ HUB_SCHEME = "hf-hub:"
 LOCAL_SCHEME = "local-dir:"
 # open_clip's own schemes take the whole remainder as the model name (pretrained is implied).
 _OPEN_CLIP_SCHEMES = (HUB_SCHEME, LOCAL_SCHEME)
+# `open_clip:<arch>:random`: random weights, asked for by name (never served by omission).
+RANDOM_TAG = "random"
+ROOTS_SETTING = "MARSBENCH_ENCODER_MODEL_ROOTS"
 BOTH = frozenset({Modality.IMAGE, Modality.TEXT})
 BUILTIN_REGISTRY = "models.toml"
 
@@ -73,6 +82,16 @@ class ModelSpec(BaseModel):
         description="transformers image-processor backend: 'pil' (the slow classes, which the reference's "
         "transformers loads for processors saved under a slow class name) or 'torchvision'. None: "
         "transformers' own default (torchvision). Not used by open_clip, which has its own transforms.",
+    )
+    random_weights: bool = Field(
+        default=False,
+        description="Serve the architecture with random weights, on purpose (tests, smoke runs); without "
+        "it a model with no pretrained weights and no checkpoint is refused. Shown on the model card.",
+    )
+    from_request: bool = Field(
+        default=False,
+        description="Set by resolve_model when the reference's own paths (checkpoint, local folder) "
+        "came from a request: those files are loaded as weights only, whatever the trust setting.",
     )
     default_batch_size: int = Field(default=32, ge=1)
     memory_gb: float | None = Field(
@@ -207,23 +226,85 @@ def _parse_open_clip(body: str, full_ref: str) -> tuple[str, str | None]:
     return arch, pretrained or None
 
 
-def resolve_model(ref: str, specs: dict[str, ModelSpec] | None = None) -> ModelSpec:
-    """Turn a model reference into its spec; raises UnknownModel / InvalidModelRef."""
+@dataclass(frozen=True)
+class ModelRoots:
+    """Where paths in requests' model references may lead. `roots` empty: anywhere when `open` (a
+    loopback encoder, as for dataset folders), nowhere otherwise."""
+
+    roots: tuple[Path, ...] = ()
+    open: bool = True
+
+    @classmethod
+    def of(cls, roots: Sequence[str | Path], *, open_without_roots: bool) -> ModelRoots:
+        return cls(tuple(Path(root).expanduser().resolve() for root in roots), open_without_roots)
+
+    def confine(self, ref: str, path: str) -> Path:
+        """The resolved path once it lies under a root (`..` and symlinks followed first). The
+        check reads nothing of the file, and the refusal is the same for a path that exists and one
+        that does not, so a caller learns nothing about files outside the roots."""
+        resolved = Path(path).expanduser().resolve()
+        if self.roots:
+            if any(resolved.is_relative_to(root) for root in self.roots):
+                return resolved
+            shown = ", ".join(map(str, self.roots))
+            raise ModelPathNotAllowed(
+                ref, path, [str(r) for r in self.roots],
+                f"outside the model roots {shown} ({ROOTS_SETTING}): put the file under one of them, "
+                "or register the model in a registry file (MARSBENCH_ENCODER_REGISTRY)",
+            )  # fmt: skip
+        if self.open:
+            return resolved
+        raise ModelPathNotAllowed(
+            ref, path, [],
+            f"but this encoder listens beyond loopback and {ROOTS_SETTING} is empty, so references may "
+            f"name no files: set {ROOTS_SETTING} to the folders checkpoints may be read from, or "
+            "register the model in a registry file (MARSBENCH_ENCODER_REGISTRY)",
+        )  # fmt: skip
+
+
+def _looks_like_path(value: str) -> bool:
+    # open_clip reads `pretrained` as a file when one exists by that name; tags hold no separators.
+    return "/" in value or "\\" in value or value.startswith((".", "~"))
+
+
+def resolve_model(
+    ref: str, specs: dict[str, ModelSpec] | None = None, *, roots: ModelRoots | None = None
+) -> ModelSpec:
+    """Turn a model reference into its spec; raises UnknownModel / InvalidModelRef. With `roots`,
+    paths the reference itself names are confined to them (ModelPathNotAllowed) before any is read."""
     specs = registered_specs() if specs is None else specs
     base, sep, checkpoint = ref.partition("@")
     if sep and not checkpoint:
         raise InvalidModelRef(f"{ref!r}: '@' must be followed by a checkpoint file path")
-    ckpt_path = Path(checkpoint).expanduser().resolve() if checkpoint else None
+
+    def place(path: str) -> Path:
+        return roots.confine(ref, path) if roots is not None else Path(path).expanduser().resolve()
+
+    ckpt_path = place(checkpoint) if checkpoint else None
     if base in specs:
         spec = specs[base]
     elif base.startswith(OPEN_CLIP_PREFIX):
         arch, pretrained = _parse_open_clip(base[len(OPEN_CLIP_PREFIX) :], ref)
-        spec = ModelSpec(name=base, family="open_clip", source=arch, pretrained=pretrained)
+        if arch.startswith(LOCAL_SCHEME):
+            arch = LOCAL_SCHEME + str(place(arch.removeprefix(LOCAL_SCHEME)))
+        if pretrained is not None and _looks_like_path(pretrained):
+            pretrained = str(place(pretrained))
+        random = pretrained == RANDOM_TAG
+        spec = ModelSpec(
+            name=base,
+            family="open_clip",
+            source=arch,
+            pretrained=None if random else pretrained,
+            random_weights=random,
+            from_request=True,
+        )
     else:
         raise UnknownModel(ref, sorted(specs))
     if ckpt_path is None:
         return spec
-    return spec.model_copy(update={"name": f"{base}@{ckpt_path}", "checkpoint": ckpt_path})
+    return spec.model_copy(
+        update={"name": f"{base}@{ckpt_path}", "checkpoint": ckpt_path, "from_request": True}
+    )
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
