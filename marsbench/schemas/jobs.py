@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from marsbench.schemas.common import MAX_PATH_CHARS, MAX_REF_CHARS, StrictModel
+from marsbench.schemas.common import MAX_REF_CHARS, DatasetDir, StrictModel
 
 
 class TaskName(StrEnum):
@@ -29,8 +29,7 @@ class JobCreate(StrictModel):
         max_length=MAX_REF_CHARS,
         description="Model reference, e.g. 'marsbench-tiny' or 'open_clip:ViT-B-32@/ckpt.pt'.",
     )
-    dataset_dir: str = Field(
-        max_length=MAX_PATH_CHARS,
+    dataset_dir: DatasetDir = Field(
         description="The task's published `dataset/` folder, as the indexer sees it; under "
         "MARSBENCH_DATASET_ROOTS when set.",
     )

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from marsbench.schemas.common import MAX_PATH_CHARS, MAX_REF_CHARS, StrictModel
+from marsbench.schemas.common import MAX_REF_CHARS, DatasetDir, StrictModel
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.provenance import Provenance
 
@@ -40,8 +40,7 @@ class QueryMode(StrEnum):
 class RunCreate(StrictModel):
     task: TaskName
     model: str = Field(max_length=MAX_REF_CHARS)
-    dataset_dir: str = Field(
-        max_length=MAX_PATH_CHARS,
+    dataset_dir: DatasetDir = Field(
         description="The dataset the collection was indexed from; under MARSBENCH_DATASET_ROOTS when set.",
     )
     max_k: int | None = Field(

@@ -3,7 +3,7 @@ can be searched, and with which model."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -14,14 +14,24 @@ from marsbench.schemas.jobs import JobState
 MAX_QUERY_CHARS = 10_000
 
 
+# Places on Mars, in the signed degrees tile names use (and the store's geo filters accept: a value
+# beyond them, NaN or infinity was a 500 from the store before it was refused here).
+Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+# Half of Mars's circumference (the metrics' radius, 3396.19 km): a circle this wide already holds
+# the whole planet.
+MAX_RADIUS_KM = 10_670.0
+
+
 class Region(StrictModel):
     """Restrict results to tiles inside a box, or within a radius of a point (degrees, km)."""
 
-    bbox: tuple[float, float, float, float] | None = Field(
-        default=None, description="lon_min, lat_min, lon_max, lat_max in degrees."
+    bbox: tuple[Lon, Lat, Lon, Lat] | None = Field(
+        default=None,
+        description="lon_min, lat_min, lon_max, lat_max in degrees (lon -180..180, lat -90..90).",
     )
-    center: tuple[float, float] | None = Field(default=None, description="lon, lat in degrees.")
-    radius_km: float | None = Field(default=None, gt=0)
+    center: tuple[Lon, Lat] | None = Field(default=None, description="lon, lat in degrees.")
+    radius_km: float | None = Field(default=None, gt=0, le=MAX_RADIUS_KM, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_shape(self) -> Region:

@@ -23,6 +23,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from prometheus_client.parser import text_string_to_metric_families
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from marsbench.cli.stack import LocalStack, StackUrls
 from marsbench.encoder.app import create_app as create_encoder
@@ -94,11 +100,17 @@ def _call(case: schemathesis.Case, base_url: str, target: Target) -> None:
         _expect_no_server_error(case, case.call(base_url=base_url, timeout=REQUEST_TIMEOUT_S))
 
 
+# What each answer must satisfy: no 5xx, a status the document declares for the operation, a body
+# matching the schema declared for that status, and the declared content type.
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
+
+
 def _expect_no_server_error(case: schemathesis.Case, response: Any) -> None:
     assert response.status_code < 500, (
         f"{response.status_code} from {case.operation.label}: {response.text[:500]}\n"
         f"replay: {case.as_curl_command()}"
     )
+    case.validate_response(response, checks=CHECKS)
 
 
 @ENCODER.parametrize()
@@ -133,3 +145,20 @@ def test_every_service_survived_and_counted_no_server_error(stack: Target) -> No
             ]
             assert sum(s.value for s in answered) > 0
             assert [s.labels for s in answered if s.labels["status"].startswith("5")] == []
+
+
+@pytest.mark.parametrize("schema", [ENCODER, INDEXER, EVALUATOR], ids=["encoder", "indexer", "evaluator"])
+def test_documents_declare_the_error_bodies_the_services_send(schema: Any) -> None:
+    """Every /v1 operation declares 401 (the API key) and every error status names `ErrorBody`: the
+    services send no other error shape, FastAPI's validation errors included."""
+    document = schema.raw_schema
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            if path.startswith("/v1/"):
+                assert "401" in answers, f"{method} {path}"
+            for status, answer in answers.items():
+                if status.startswith(("4", "5")) and path != "/readyz":
+                    schema_ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert schema_ref.endswith("/ErrorBody"), f"{method} {path} {status}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -16,7 +18,7 @@ from marsbench.encoder.core.errors import (
     UnknownModel,
     UnsupportedModality,
 )
-from marsbench.http import error_response, status_for
+from marsbench.http import error_response, install_error_bodies, status_for
 
 STATUS: dict[type[EncoderError], int] = {
     UnknownModel: 404,
@@ -30,8 +32,30 @@ STATUS: dict[type[EncoderError], int] = {
 }
 
 
+UNSAFE_WEIGHTS_FIX = (
+    "weights that hold pickled objects besides tensors are refused (unpickling them could run code); "
+    "convert the file to safetensors, or load only files you trust"
+)
+
+
+def _is_pickle_refusal(exc: BaseException) -> bool:
+    # torch's weights_only loader raises UnpicklingError for any pickle that is not plain tensors;
+    # the file is the caller's (or the registry's) to fix, and retrying cannot help: not a 503.
+    return isinstance(exc, pickle.UnpicklingError) or isinstance(exc.__cause__, pickle.UnpicklingError)
+
+
+async def _unsafe_weights(request: Request, exc: Exception) -> JSONResponse:
+    """A loader that let torch's refusal through unwrapped: still a 422, not a 500. The message cannot
+    name the file (torch's does not); the adapters name it when they wrap it in ModelLoadFailed."""
+    model = request.path_params.get("ref")
+    where = f"model {model!r}: " if model else ""
+    return error_response(exc, 422, error="UnsafeWeights", message=f"{where}{UNSAFE_WEIGHTS_FIX}")
+
+
 async def _encoder_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EncoderError)
+    if isinstance(exc, ModelLoadFailed) and _is_pickle_refusal(exc):
+        return error_response(exc, 422, error="UnsafeWeights")  # its message names the file
     status = status_for(exc, STATUS)
     detail: dict[str, object] = {}
     headers: dict[str, str] = {}
@@ -48,3 +72,5 @@ async def _encoder_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EncoderError, _encoder_error)
+    app.add_exception_handler(pickle.UnpicklingError, _unsafe_weights)
+    install_error_bodies(app)  # validation and routing errors in the same ErrorBody

@@ -15,10 +15,12 @@ from marsbench.evaluator.core.errors import (
     PointNotFound,
     RunNotFound,
 )
-from marsbench.http import error_response, status_for
+from marsbench.files import DiskFull
+from marsbench.http import error_response, install_error_bodies, status_for
 from marsbench.store import StoreError
 
 STATUS: dict[type[Exception], int] = {
+    DiskFull: 507,  # a run record (or its map) could not be written for lack of space
     RunNotFound: 404,
     PointNotFound: 404,
     NotIndexed: 409,
@@ -39,5 +41,6 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for kind in (EvaluatorError, StoreError, MarsbenchError):
+    for kind in (EvaluatorError, StoreError, MarsbenchError, DiskFull):
         app.add_exception_handler(kind, _error)
+    install_error_bodies(app)  # validation and routing errors in the same ErrorBody

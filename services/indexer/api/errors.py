@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from marsbench.client import MarsbenchError
-from marsbench.http import error_response, status_for
+from marsbench.http import error_response, install_error_bodies, status_for
 from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobConflict, JobNotFound
 from marsbench.store import StoreError
 
@@ -26,3 +26,4 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     for kind in (IndexerError, StoreError, MarsbenchError):
         app.add_exception_handler(kind, _error)
+    install_error_bodies(app)  # validation and routing errors in the same ErrorBody

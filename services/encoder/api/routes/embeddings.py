@@ -16,6 +16,7 @@ from marsbench.encoder.api.deps import EngineDep
 from marsbench.encoder.core.engine import EncoderEngine
 from marsbench.encoder.core.errors import TimedOut
 from marsbench.encoder.core.images import data_uri_bytes
+from marsbench.http import WITH_BODY, error_responses
 from marsbench.schemas.common import Modality
 from marsbench.schemas.embeddings import (
     BINARY_DIM_HEADER,
@@ -34,7 +35,12 @@ from marsbench.security import LimitExceeded
 
 R = TypeVar("R")
 
-router = APIRouter(prefix="/v1/embeddings", tags=["embeddings"])
+# Model lookup and loading (404, 503, 507), a full queue (429), the request timeout (504).
+router = APIRouter(
+    prefix="/v1/embeddings",
+    tags=["embeddings"],
+    responses=error_responses(*WITH_BODY, 404, 429, 503, 504, 507),
+)
 
 
 @router.post("")
@@ -60,7 +66,13 @@ async def create_embeddings(request: EmbeddingRequest, engine: EngineDep) -> Emb
     return EmbeddingResponse(data=data, model=model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 
 
-@router.post("/images", response_class=Response)
+@router.post(
+    "/images",
+    response_class=Response,
+    responses={
+        200: {"content": {BINARY_MEDIA_TYPE: {}}, "description": "N x D little-endian rows."},
+    },
+)
 async def embed_image_files(
     engine: EngineDep,
     model: Annotated[str, Form(description="Model reference.")],

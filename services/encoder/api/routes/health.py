@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from marsbench.encoder.api.deps import EngineDep
+from marsbench.schemas.common import ReadyStatus
 
 router = APIRouter(tags=["health"])
 
@@ -15,8 +16,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyStatus,
+    responses={503: {"model": ReadyStatus, "description": "Preloaded models are still loading."}},
+)
 async def readyz(engine: EngineDep) -> JSONResponse:
     missing = engine.missing_preloads()
     status = 200 if not missing else 503
-    return JSONResponse({"ready": not missing, "loading": missing}, status_code=status)
+    return JSONResponse(ReadyStatus(ready=not missing, loading=missing).model_dump(), status_code=status)

@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 
 from marsbench.evaluator.api.deps import IndexingDep, PointImagesDep, StoreDep
 from marsbench.evaluator.core.collections import searchable_collections
-from marsbench.schemas.common import ErrorBody
+from marsbench.http import GUARDED, error_responses
 from marsbench.schemas.search import (
     DEFAULT_THUMBNAIL_PX,
     MAX_THUMBNAIL_PX,
@@ -19,14 +19,14 @@ from marsbench.schemas.search import (
 )
 from marsbench.security import DatasetRootsDep
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses(*GUARDED))
 
 # Thumbnails of a point never change while its collection stands; a short private cache spares
 # the dataset reads when a page is reloaded.
 THUMBNAIL_CACHE_CONTROL = "private, max-age=300"
 
 
-@router.get("")
+@router.get("", responses=error_responses(503))
 def list_collections(store: StoreDep, indexing: IndexingDep) -> SearchableCollectionList:
     """The store's collections, with the task, model, dataset and state of each one's latest job."""
     return searchable_collections(store, indexing)
@@ -37,9 +37,7 @@ def list_collections(store: StoreDep, indexing: IndexingDep) -> SearchableCollec
     response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."},
-        403: {"model": ErrorBody, "description": "The dataset lies outside MARSBENCH_DATASET_ROOTS."},
-        404: {"model": ErrorBody, "description": "No such collection or point, or image in its dataset."},
-        409: {"model": ErrorBody, "description": "The collection's dataset is unknown or unreadable."},
+        **error_responses(403, 404, 409, 503),
     },
 )
 def point_image(

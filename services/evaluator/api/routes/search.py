@@ -6,11 +6,13 @@ from fastapi import APIRouter
 
 from marsbench.evaluator.api.deps import EncoderDep, StoreDep
 from marsbench.evaluator.core.search import search
+from marsbench.http import WITH_BODY, error_responses
 from marsbench.schemas.search import SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
-@router.post("")
+# 409: no such collection yet; 502: the encoder failed; 503: the store.
+@router.post("", responses=error_responses(*WITH_BODY, 409, 502, 503))
 def run_search(request: SearchRequest, store: StoreDep, encoder: EncoderDep) -> SearchResponse:
     return search(store, encoder, request)

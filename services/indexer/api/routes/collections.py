@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from marsbench.http import error_responses
 from marsbench.indexer.api.deps import JobsDep
 from marsbench.schemas.jobs import CollectionList
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses(401, 503))
 
 
 @router.get("")

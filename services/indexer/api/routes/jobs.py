@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
+from marsbench.http import GUARDED, WITH_BODY, error_responses
 from marsbench.indexer.api.deps import JobsDep
 from marsbench.schemas.jobs import JobCreate, JobList, JobStatus
 from marsbench.security import DatasetRootsDep
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# Job ids are 12 hex digits; anything far longer is refused before it is looked up.
+MAX_ID_CHARS = 64
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(*GUARDED))
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(*WITH_BODY, 403, 503))
 def create_job(request: JobCreate, jobs: JobsDep, roots: DatasetRootsDep) -> JobStatus:
     """Index a dataset into the collection for (task, model, data); returns the job at once.
     The folder must lie under MARSBENCH_DATASET_ROOTS (403 otherwise)."""
@@ -33,12 +37,12 @@ def list_jobs(
     return JobList(data=jobs.list(collection))
 
 
-@router.get("/{job_id}")
-def get_job(job_id: str, jobs: JobsDep) -> JobStatus:
+@router.get("/{job_id}", responses=error_responses(404))
+def get_job(job_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], jobs: JobsDep) -> JobStatus:
     return jobs.get(job_id)
 
 
-@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED)
-def resume_job(job_id: str, jobs: JobsDep) -> JobStatus:
+@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409))
+def resume_job(job_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], jobs: JobsDep) -> JobStatus:
     """Continue a failed job where it stopped (what it wrote is kept); 409 unless it failed."""
     return jobs.resume(job_id)
