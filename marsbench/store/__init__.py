@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from marsbench.store.base import (
+    CollectionDamaged,
     CollectionInfo,
     CollectionMismatch,
     CollectionNotFound,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClusterOptions",
+    "CollectionDamaged",
     "CollectionInfo",
     "CollectionMismatch",
     "CollectionNotFound",

@@ -37,6 +37,8 @@ class CollectionInfo:
     name: str
     vectors: dict[str, int]
     points: int
+    # Why its files cannot be trusted (`CollectionDamaged`), for a damaged collection; it then counts 0.
+    damaged: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,20 @@ class CollectionMismatch(StoreError):
     """An existing collection was asked to hold vectors of another shape."""
 
 
+class CollectionDamaged(StoreError):
+    """The collection's files no longer hold what was written (a file truncated, overwritten or
+    removed): its points or vectors cannot be trusted, so it is not opened. Re-indexing rebuilds it."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"collection {name!r} is damaged: {reason}. Its search results cannot be trusted; index it "
+            "again: a new indexing job for it (POST /v1/jobs, or `marsbench run`), or resuming its failed "
+            "job (`marsbench jobs resume JOB_ID`), deletes it and rebuilds it from the dataset"
+        )
+        self.name = name
+        self.reason = reason
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """Operations the indexer and evaluator need; each backend implements all of them."""
@@ -128,6 +144,12 @@ class VectorStore(Protocol):
         ...
 
     def count(self, collection: str) -> int: ...
+
+    def seal(self, collection: str) -> None:
+        """Record what the collection holds now (called when an indexing job completes), so that damage
+        done to its files later is detected when it is next opened (`CollectionDamaged`). The next
+        write unseals it. A backend that checks its own storage (a Qdrant server) does nothing."""
+        ...
 
     def search_batch(
         self,

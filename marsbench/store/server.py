@@ -16,6 +16,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from marsbench.store._common import (
     as_floats,
+    box_corners,
     canonical_ids,
     check_limit,
     check_same_vectors,
@@ -142,6 +143,11 @@ class ServerStore:
     def count(self, collection: str) -> int:
         with self._errors(collection):
             return self._client.count(collection, exact=True).count
+
+    def seal(self, collection: str) -> None:
+        # The server owns its storage and its integrity checks (WAL, snapshots); nothing to record here.
+        # The evaluator still compares the point count with what the indexing job wrote.
+        return None
 
     def search_batch(
         self,
@@ -314,9 +320,10 @@ def _query_filter(search_filter: SearchFilter | None) -> models.Filter | None:
         for key, value in search_filter.match.items()
     ]
     if (box := search_filter.geo_box) is not None:
+        lon_min, lat_min, lon_max, lat_max = box_corners(box)
         corners = models.GeoBoundingBox(
-            top_left=models.GeoPoint(lon=box.lon_min, lat=box.lat_max),
-            bottom_right=models.GeoPoint(lon=box.lon_max, lat=box.lat_min),
+            top_left=models.GeoPoint(lon=lon_min, lat=lat_max),
+            bottom_right=models.GeoPoint(lon=lon_max, lat=lat_min),
         )
         must.append(models.FieldCondition(key=box.field, geo_bounding_box=corners))
     if (circle := search_filter.geo_radius) is not None:

@@ -22,3 +22,10 @@ class IndexerSettings(ServiceSettings):
     job_retry_backoff_s: float = Field(
         default=5.0, ge=0, description="Wait before the first retry; doubled for each further one."
     )
+    min_free_disk_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Free space (MB) the data folder's disk must keep: a job checks it before it starts and "
+        "before each batch it writes, and fails with the reason (resumable) below it. The embedded store "
+        "writes through memory maps, where running out of space kills the process (SIGBUS). 0: no check.",
+    )

@@ -167,3 +167,46 @@ def test_upserts_in_one_thread_while_another_searches(tmp_path: Path) -> None:
             thread.join(timeout=60)
         assert not errors, errors
         assert store.count(SPEC.name) == 32 * len(batches)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (-180, -90, 180, 90),
+        (-90, -90, 90, 90),
+        (-170, -85, 180, 85),
+        (-180, -60, 180, 60),
+        (-20, -20, 20, 20),
+    ],
+)
+def test_geo_boxes_reaching_a_pole_or_the_antimeridian_match_every_point_inside(
+    tmp_path: Path, box: tuple[float, float, float, float]
+) -> None:
+    # The engine's geo index lost points for edges exactly on a pole or on longitude 180: the whole
+    # planet matched 0 of 400 points, (-90, -90, 90, 90) 42 of 190 (search page box searches).
+    from marsbench.store.base import GeoBox
+    from marsbench.tasks.geo import GEO
+
+    rng = np.random.default_rng(0)
+    lonlat = np.c_[rng.uniform(-180, 180, 400), rng.uniform(-80, 80, 400)]
+    with EmbeddedStore(tmp_path / "q") as store:
+        store.ensure_collection(GEO.collection_spec("g", 4))
+        vectors = rng.normal(size=(400, 4)).astype(np.float32)
+        store.upsert(
+            "g",
+            [
+                Point(
+                    id=point_id(str(i)),
+                    vectors={"image": v / np.linalg.norm(v)},
+                    payload={"name": str(i), "location": {"lon": float(lon), "lat": float(lat)}},
+                )
+                for i, ((lon, lat), v) in enumerate(zip(lonlat, vectors, strict=True))
+            ],
+        )
+        found = store.search_batch(
+            "g", vectors[:1], using="image", limit=1000, filter=SearchFilter(geo_box=GeoBox("location", *box))
+        )[0]
+    lon_min, lat_min, lon_max, lat_max = box
+    inside = (lonlat[:, 0] >= lon_min) & (lonlat[:, 0] <= lon_max)
+    inside &= (lonlat[:, 1] >= lat_min) & (lonlat[:, 1] <= lat_max)
+    assert sorted(int(h.payload["name"]) for h in found) == np.flatnonzero(inside).tolist()

@@ -83,6 +83,7 @@ class IndexPipeline:
         on_progress: Callable[[int], None],
         cancelled: threading.Event | None = None,
         units: UnitTracker | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -96,6 +97,8 @@ class IndexPipeline:
         # jobs (and this job's retries) share.
         self._failed = threading.Event()
         self._units = units
+        # Called before each write, e.g. the free-space check: it raises to stop the run there.
+        self._before_write = before_write
         # Units the reader has passed the end of, applied only once their records are submitted.
         self._read_units: list[str] = []
 
@@ -159,6 +162,8 @@ class IndexPipeline:
                 for r, v in zip(kept, named, strict=True)
             ]
             if points:
+                if self._before_write is not None:
+                    self._before_write()
                 self._store.upsert(self._target.collection, points)
             written = len(points)
         self._on_progress(written)
