@@ -190,6 +190,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     stack.stop()
+    this = threading.current_thread()
+    busy = [t.name for t in threading.enumerate() if t is not this and t.is_alive()]
+    if busy:
+        # Work abandoned by the bounded shutdown (a forward pass, a job's thread, its pool): the
+        # interpreter would join the pools' threads at exit, for as long as the batch takes. The
+        # servers are down, the store closed and the job files written by now (issue 17, item 9).
+        logging.getLogger(__name__).warning("exiting without waiting for %s", ", ".join(busy))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -4,13 +4,21 @@ The embedded Qdrant engine allows one process per shard, so single-machine use r
 encoder, indexer and evaluator as three uvicorn servers on one event loop. The indexer and
 evaluator still reach the encoder over loopback HTTP, through the same client as in a
 distributed deployment, so one code path serves both.
+
+One stack owns its data dir: `DataDirLock` takes an exclusive `flock` on `<data_dir>/.marsbench.lock`
+before anything is opened, so a second `marsbench serve` (or demo, or run with local services) on
+the same folder stops at once with a message naming the folder and the holder's pid, instead of
+two indexers resuming the same jobs and writing the same store. The kernel drops the lock when the
+process exits, however it exits, so a crash leaves no stale lock behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -19,6 +27,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from marsbench.cli.errors import CommandError
 from marsbench.encoder.app import create_app as create_encoder
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.evaluator.app import create_app as create_evaluator
@@ -28,6 +37,48 @@ from marsbench.indexer.settings import IndexerSettings
 from marsbench.settings import StoreSettings
 
 log = logging.getLogger(__name__)
+
+
+LOCK_NAME = ".marsbench.lock"
+GRACEFUL_S = 3  # uvicorn's graceful shutdown timeout, seconds
+
+
+class DataDirBusy(CommandError):
+    """Another process holds the data dir; the message names the folder and that process."""
+
+
+class DataDirLock:
+    """An exclusive, non-blocking `flock` on `<data_dir>/.marsbench.lock`, holding the owner's pid."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.path = self.data_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirBusy(
+                f"data dir {self.data_dir} is in use by another marsbench process (pid {holder}); stop "
+                "it first, or give this one its own --data-dir / MARSBENCH_DATA_DIR"
+            ) from None
+        # The pid is written only once the lock is ours, so a refused process never overwrites it.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing drops the flock
 
 
 @dataclass(frozen=True)
@@ -64,14 +115,26 @@ class LocalStack:
         encoder_settings: EncoderSettings | None = None,
         log_level: str = "warning",
     ) -> None:
-        self._sockets = [_bind(host, port) for port in ports]
+        # First, before a socket or the store is opened: a second stack on this folder stops here.
+        self._lock = DataDirLock(data_dir).acquire()
+        try:
+            self._sockets = [_bind(host, port) for port in ports]
+        except BaseException:
+            self._lock.release()
+            raise
         self.urls = StackUrls(*(_url(host, sock) for sock in self._sockets))
         common = {"data_dir": data_dir, "qdrant_url": qdrant_url}
         # The bind host decides whether the services need an API key and dataset roots
         # (marsbench.security); each refuses to start when they would listen beyond loopback without.
         backend = {**common, "encoder_urls": [self.urls.encoder], "host": host}
         encoder = (encoder_settings or EncoderSettings()).model_copy(update={"host": host})
-        self._store = StoreSettings(**common).open_store()
+        try:
+            self._store = StoreSettings(**common).open_store()
+        except BaseException:
+            for sock in self._sockets:
+                sock.close()
+            self._lock.release()
+            raise
         try:
             apps: list[FastAPI] = [
                 create_encoder(encoder),
@@ -84,10 +147,13 @@ class LocalStack:
             self._store.close()
             for sock in self._sockets:
                 sock.close()
+            self._lock.release()
             raise
+        # On stop, requests still open after GRACEFUL_S are cut: as long as the indexer waits for its
+        # jobs (SHUTDOWN_S), so SIGTERM ends in seconds even mid-forward (issue 17, item 9).
         self._servers = [
             uvicorn.Server(
-                uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5)
+                uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=GRACEFUL_S)
             )
             for app in apps
         ]
@@ -106,6 +172,7 @@ class LocalStack:
             )
         finally:
             self._store.close()
+            self._lock.release()
 
     def start_in_thread(self, timeout_s: float = 60.0) -> StackUrls:
         """Run the stack on a background thread; returns once every server has started."""

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from marsbench.datasets.confine import Confinement, RootsArg
 from marsbench.datasets.coords import TileNameError, parse_tile_name
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.lookup import FileStamp, ItemNotFound, file_stamp, is_plain_name, payload_text
@@ -155,6 +156,7 @@ class _Scan:
     layout: Layout
     units: list[_Unit]
     stray_images: list[str]  # loose images beside tar shards, relative to thumb/
+    refused: list[tuple[str, str]]  # (path relative to thumb/, why): links out of the dataset roots
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -162,17 +164,29 @@ def _relative(path: Path, base: Path) -> str:
     return "" if relative == "." else relative
 
 
-def _scan_thumb(thumb: Path) -> _Scan:
+def _scan_thumb(thumb: Path, confine: Confinement) -> _Scan:
     """Shards and image folders under `thumb/`, in the reference's order.
 
     Shards are sorted by path, as the reference sorts them; loose folders follow a top-down
-    walk with sorted folder names, as its `os.walk` does.
+    walk with sorted folder names, as its `os.walk` does. A shard or folder linking out of the
+    dataset roots is left out and listed as refused (the walk never descends into linked
+    folders anyway; one pointing out of the roots is said, not silently ignored).
     """
     shards: list[Path] = []
     image_folders: list[tuple[Path, list[str]]] = []
+    refused: list[tuple[str, str]] = []
     for folder, dirs, files in os.walk(thumb):
         dirs.sort()
-        shards += [Path(folder) / f for f in files if f.endswith(SHARD_SUFFIX)]
+        for name in [*dirs, *(f for f in files if f.endswith(SHARD_SUFFIX))]:
+            problem = confine.problem(Path(folder) / name)
+            if problem is not None:
+                refused.append((_relative(Path(folder) / name, thumb), problem))
+        outside = {name for name, _ in refused}
+        shards += [
+            Path(folder) / f
+            for f in files
+            if f.endswith(SHARD_SUFFIX) and _relative(Path(folder) / f, thumb) not in outside
+        ]
         images = sorted(f for f in files if is_tile_candidate(f))
         if images:
             image_folders.append((Path(folder), images))
@@ -181,9 +195,9 @@ def _scan_thumb(thumb: Path) -> _Scan:
         for shard in sorted(shards, key=str):
             units.append(_Unit(_relative(shard, thumb), _relative(shard.parent, thumb), shard))
         strays = [str(PurePosixPath(_relative(f, thumb), n)) for f, names in image_folders for n in names]
-        return _Scan("tar", units, strays)
+        return _Scan("tar", units, strays, refused)
     units = [_Unit(_relative(f, thumb) or ROOT_UNIT, _relative(f, thumb), f) for f, _ in image_folders]
-    return _Scan("loose", units, [])
+    return _Scan("loose", units, [], refused)
 
 
 def _folder_images(folder: Path) -> list[Path]:
@@ -202,9 +216,12 @@ class GeoTileDataset:
     {"lon", "lat"}, "unit"}`, the location being the tile's minimum corner.
     """
 
-    def __init__(self, root: Path, variant: str = DEFAULT_VARIANT) -> None:
+    def __init__(self, root: Path, variant: str = DEFAULT_VARIANT, *, roots: RootsArg = None) -> None:
         self._root = Path(root)
         self._variant = variant
+        # Links inside the folder must not lead out of the dataset roots (marsbench.datasets.confine).
+        self._confine = Confinement.of(roots)
+        self._confine.check(self._root)
         if not self._root.is_dir():
             raise DatasetError(
                 f"geo-localization dataset folder {self._root} does not exist or is not a folder"
@@ -216,7 +233,8 @@ class GeoTileDataset:
                 f"no tile variant {variant!r} in {self._root}: expected the folder "
                 f"{TILES_DIR}/{variant}/{THUMB_DIR}/ (variants found: {found})"
             )
-        self._scan = _scan_thumb(self._thumb)
+        self._confine.check(self._thumb)  # tiles/<variant>/thumb itself may be a link
+        self._scan = _scan_thumb(self._thumb, self._confine)
         self._count: int | None = None
         if not self._scan.units:
             raise DatasetError(
@@ -275,6 +293,7 @@ class GeoTileDataset:
             files = [unit.path for unit in self._scan.units]
         else:
             files = [p for unit in self._scan.units for p in _folder_images(unit.path)]
+        files = [p for p in files if self._confine.allows(p)]  # not even the size of a refused link
         entries = (
             (f"{self._scan.layout}:{p.relative_to(self._root).as_posix()}", p.stat().st_size) for p in files
         )
@@ -298,6 +317,8 @@ class GeoTileDataset:
         only for a unit read to its end without an I/O or archive failure, so that a resumed
         run retries any unit that failed part-way.
         """
+        for name, why in self._scan.refused:
+            skips.add(name, why)
         for stray in self._scan.stray_images:
             skips.add(stray, "loose image beside tar shards (only the shards are read, as in the reference)")
         skipped = frozenset(skip_units)
@@ -310,7 +331,7 @@ class GeoTileDataset:
                 unseen.setdefault(unit.source, []).append(unit)
                 continue
             for earlier in unseen.pop(unit.source, []):
-                seen.update(_accepted_keys(earlier))
+                seen.update(_accepted_keys(earlier, self._confine))
             complete = yield from self._iter_unit(unit, seen, skips)
             if complete and on_unit_done is not None:
                 on_unit_done(unit.name)
@@ -331,7 +352,7 @@ class GeoTileDataset:
                 path = unit.path / name
                 if not path.is_file():
                     raise ItemNotFound(f"no tile file {path}")
-                return path.read_bytes()
+                return self._confine.check(path).read_bytes()  # OutsideRoots: a link out of the roots
             span = _tile_spans(file_stamp(unit.path)).get(name)
             if span is None:
                 raise ItemNotFound(f"no tile {name!r} in shard {unit.path}")
@@ -341,7 +362,7 @@ class GeoTileDataset:
 
     def _iter_unit(self, unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
         if self._scan.layout == "loose":
-            return (yield from _iter_folder(unit, seen, skips))
+            return (yield from _iter_folder(unit, seen, skips, self._confine))
         return (yield from _iter_shard(unit, seen, skips))
 
 
@@ -386,7 +407,7 @@ def _iter_shard(unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
     return not failed
 
 
-def _iter_folder(unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
+def _iter_folder(unit: _Unit, seen: set[str], skips: SkipLog, confine: Confinement) -> UnitReader:
     complete = True
     try:
         paths = _folder_images(unit.path)
@@ -394,6 +415,10 @@ def _iter_folder(unit: _Unit, seen: set[str], skips: SkipLog) -> UnitReader:
         skips.add(unit.name, f"unreadable folder ({exc.strerror or exc})")
         return False
     for path in paths:
+        refused = confine.problem(path)
+        if refused is not None:  # a tile linking out of the roots: reported, never opened
+            skips.add(record_key(unit.source, path.name), refused)
+            continue
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -415,10 +440,12 @@ def _tile_spans(shard: FileStamp) -> dict[str, MemberSpan]:
     return spans
 
 
-def _accepted_keys(unit: _Unit) -> Iterator[str]:
+def _accepted_keys(unit: _Unit, confine: Confinement) -> Iterator[str]:
     """Keys an earlier run took from a finished unit, from tar headers or names alone."""
     if unit.path.is_dir():
-        entries: Sequence[tuple[str, int]] = [(p.name, p.stat().st_size) for p in _folder_images(unit.path)]
+        entries: Sequence[tuple[str, int]] = [
+            (p.name, p.stat().st_size) for p in _folder_images(unit.path) if confine.allows(p)
+        ]
     else:
         entries = [(member_file_name(n), size) for n, size in scan_tar_members(unit.path).members]
     for name, size in entries:
@@ -445,15 +472,17 @@ def ground_truth_path(root: Path, landform: str) -> Path:
     return Path(root) / GROUND_TRUTH_DIR / f"{landform}{GROUND_TRUTH_SUFFIX}"
 
 
-def load_ground_truth(path: Path, skips: SkipLog | None = None) -> np.ndarray:
+def load_ground_truth(path: Path, skips: SkipLog | None = None, *, roots: RootsArg = None) -> np.ndarray:
     """Catalogue points as an (m, 2) float64 array of (lon, lat), in file order.
 
     Rows whose lon or lat is empty, not a number or not finite are skipped, keyed
     `<file name>:line <n>` (n counts physical lines, the header being line 1); without a
     `skips` log they are logged as a warning instead. Missing columns raise `DatasetError`.
-    The reference would fail on such rows rather than skip them.
+    The reference would fail on such rows rather than skip them. A file linking out of `roots`
+    raises `OutsideRoots` (a DatasetError) unread: a run cannot go on without its catalogue.
     """
     path = Path(path)
+    Confinement.of(roots).check(path)
     bad: list[tuple[str, str]] = []
     points: list[tuple[float, float]] = []
     try:
@@ -490,19 +519,27 @@ def _report_bad_rows(path: Path, bad: list[tuple[str, str]], skips: SkipLog | No
         log.warning("skipped %d unusable row(s) of %s (%s)", len(bad), path, shown)
 
 
-def query_image_paths(root: Path, landform: str) -> list[Path]:
-    """`image_queries/<landform>/` image files, sorted by name as the reference sorts them."""
+def query_image_paths(root: Path, landform: str, *, roots: RootsArg = None) -> list[Path]:
+    """`image_queries/<landform>/` image files, sorted by name as the reference sorts them.
+
+    A folder or file linking out of `roots` raises `OutsideRoots` naming it (nothing of it is
+    read): dropping one query image would silently change the query, so the run is refused.
+    """
+    confine = Confinement.of(roots)
     folder = Path(root) / IMAGE_QUERIES_DIR / landform
     if not folder.is_dir():
         raise DatasetError(f"no query image folder {IMAGE_QUERIES_DIR}/{landform}/ in {root}")
+    confine.check(folder)
     files = [p for p in folder.iterdir() if p.suffix.lower() in QUERY_IMAGE_EXTENSIONS and p.is_file()]
+    for path in files:
+        confine.check(path)
     return sorted(files, key=lambda p: p.name)
 
 
-def query_images(root: Path, landform: str) -> list[tuple[str, bytes]]:
+def query_images(root: Path, landform: str, *, roots: RootsArg = None) -> list[tuple[str, bytes]]:
     """(file name, encoded bytes) of a landform's query images; possibly empty."""
     images: list[tuple[str, bytes]] = []
-    for path in query_image_paths(root, landform):
+    for path in query_image_paths(root, landform, roots=roots):
         try:
             images.append((path.name, path.read_bytes()))
         except OSError as exc:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from marsbench.datasets.confine import Confinement, RootsArg
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.lookup import FileStamp, ItemNotFound, file_stamp, payload_text
 from marsbench.datasets.records import ImageRecord, SkipLog
@@ -161,18 +162,23 @@ def _image_files_in(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.name)
 
 
-def _holds_any_image(folders: Sequence[Path]) -> bool:
-    return any(is_image_file_name(p.name) and p.is_file() for folder in folders for p in folder.iterdir())
+def _holds_any_image(folders: Sequence[Path], confine: Confinement) -> bool:
+    return any(
+        is_image_file_name(p.name) and p.is_file()
+        for folder in folders
+        if confine.allows(folder)  # a folder linking out of the roots is not even listed
+        for p in folder.iterdir()
+    )
 
 
-def _detect_layout(root: Path) -> tuple[Layout, list[Path]]:
+def _detect_layout(root: Path, confine: Confinement) -> tuple[Layout, list[Path]]:
     if not root.is_dir():
         raise DatasetError(f"landform dataset folder {root} does not exist or is not a folder")
     for folder in (root, root / "data"):
         shards = _parquet_files_in(folder)
         if shards:
             return "parquet", shards
-    if _holds_any_image(_class_folders(root)):
+    if _holds_any_image(_class_folders(root), confine):
         return "folders", []
     extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     raise DatasetError(
@@ -191,16 +197,25 @@ class LandformDataset:
     Record keys are image names; payloads are `{"name": image_name, "label": class_name}`.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, roots: RootsArg = None) -> None:
         self._root = Path(root)
-        self._layout, shards = _detect_layout(self._root)
+        # Links inside the folder must not lead out of the dataset roots (marsbench.datasets.confine).
+        self._confine = Confinement.of(roots)
+        self._confine.check(self._root)
+        self._layout, found = _detect_layout(self._root, self._confine)
+        # A parquet file linking out of the roots is never opened (not even its footer): reported
+        # when the records are read, like an unreadable one.
+        shards = [shard for shard in found if self._confine.allows(shard)]
+        self._refused = [
+            (shard, self._confine.problem(shard) or "") for shard in found if shard not in shards
+        ]
         # A parquet file whose footer cannot be read (corrupt, truncated, not parquet) is skipped by
         # name when the records are read; the rest of the data set is indexed.
         self._shards, self._unreadable = (
             _readable_parquet(shards) if self._layout == "parquet" else (shards, [])
         )
         if self._layout == "parquet" and not self._shards:
-            reasons = "; ".join(f"{path.name}: {why}" for path, why in self._unreadable)
+            reasons = "; ".join(f"{path.name}: {why}" for path, why in [*self._refused, *self._unreadable])
             raise DatasetError(f"no readable parquet file in {self._root} ({reasons})")
         self._class_names: list[str] | None = None
 
@@ -225,11 +240,13 @@ class LandformDataset:
         """Candidate items before any skip: parquet rows from the footers, or image files."""
         if self._layout == "parquet":
             return sum(pq.read_metadata(shard).num_rows for shard in self._shards)
-        return sum(len(_image_files_in(folder)) for folder in _class_folders(self._root))
+        return sum(len(_image_files_in(folder)) for folder in self._allowed_folders())
 
     def fingerprint(self) -> str:
         """Identifies this data variant by its files' relative names and sizes (not contents)."""
         files = self._shards if self._layout == "parquet" else list(self._folder_images())
+        # Files outside the roots are not part of the data: not even their size is taken.
+        files = [p for p in files if self._confine.allows(p)]
         entries = [(self._relative_name(p), p.stat().st_size) for p in files]
         return fingerprint_of([(f"{self._layout}:{name}", size) for name, size in entries])
 
@@ -286,7 +303,7 @@ class LandformDataset:
         sound = len(parts) == 2 and not parts[0].startswith(".") and ".." not in parts and "" not in parts
         if not sound or not is_image_file_name(name) or not path.is_file():
             raise ItemNotFound(f"no image {name!r} in the class folders of {self._root}")
-        return path.read_bytes()
+        return self._confine.check(path).read_bytes()  # OutsideRoots: a link out of the roots
 
     # -- parquet
 
@@ -312,6 +329,8 @@ class LandformDataset:
             raise DatasetError(f"parquet shard {shard} lacks the column(s) {', '.join(missing)}")
 
     def _iter_parquet(self, skips: SkipLog, verify: bool) -> Iterator[ImageRecord]:
+        for path, why in self._refused:
+            skips.add(self._relative_name(path), f"parquet file refused, skipped whole: {why}")
         for path, why in self._unreadable:
             # Rows of later files named by position shift (its row count is unknown): said here.
             skips.add(self._relative_name(path), f"unreadable parquet file, skipped whole: {why}")
@@ -388,15 +407,26 @@ class LandformDataset:
 
     # -- folders
 
+    def _allowed_folders(self) -> list[Path]:
+        return [folder for folder in _class_folders(self._root) if self._confine.allows(folder)]
+
     def _folder_images(self) -> Iterator[Path]:
-        for folder in _class_folders(self._root):
+        for folder in self._allowed_folders():
             yield from _image_files_in(folder)
 
     def _iter_folders(self, skips: SkipLog, verify: bool) -> Iterator[ImageRecord]:
         seen: set[str] = set()
         for folder in _class_folders(self._root):
+            refused = self._confine.problem(folder)
+            if refused is not None:  # a class folder linking out: one entry, its files never listed
+                skips.add(self._relative_name(folder), f"class folder refused: {refused}")
+                continue
             for path in _image_files_in(folder):
                 name = self._relative_name(path)
+                refused = self._confine.problem(path)
+                if refused is not None:
+                    skips.add(name, refused)
+                    continue
                 try:
                     data = path.read_bytes()
                 except OSError as exc:

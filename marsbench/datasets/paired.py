@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from marsbench.datasets.confine import Confinement, RootsArg
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.landform import fingerprint_of, image_problem
 from marsbench.datasets.lookup import FileStamp, ItemNotFound, file_stamp, payload_text
@@ -280,14 +281,25 @@ class PairedDataset:
     being the text the indexer embeds beside the image.
     """
 
-    def __init__(self, root: Path, caption_key: str = DEFAULT_CAPTION_KEY) -> None:
+    def __init__(self, root: Path, caption_key: str = DEFAULT_CAPTION_KEY, *, roots: RootsArg = None) -> None:
         self._root = Path(root)
         if not caption_key:
             raise ValueError("caption_key must be a non-empty field name")
         self._caption_key = caption_key
+        # Links inside the folder must not lead out of the dataset roots (marsbench.datasets.confine).
+        self._confine = Confinement.of(roots)
+        self._confine.check(self._root)
         if not self._root.is_dir():
             raise DatasetError(f"paired dataset folder {self._root} does not exist or is not a folder")
-        self._shards = _shards_in(self._root)
+        found = _shards_in(self._root)
+        # A shard linking out of the roots is never opened: reported when the records are read.
+        self._shards = [shard for shard in found if self._confine.allows(shard)]
+        self._refused = [
+            (shard.name, self._confine.problem(shard) or "") for shard in found if shard not in self._shards
+        ]
+        if not self._shards and self._refused:
+            reasons = "; ".join(why for _, why in self._refused)
+            raise DatasetError(f"every shard of {self._root} is refused: {reasons}")
         if not self._shards:
             hint = f" (only {TSV_NAME}: download the images with img2dataset first)" if self.tsv_path else ""
             raise DatasetError(
@@ -355,6 +367,8 @@ class PairedDataset:
         retries any unit that failed part-way.
         """
         check = image_problem if verify else None
+        for name, why in self._refused:
+            skips.add(name, f"shard refused, skipped whole: {why}")
         skipped = frozenset(skip_units)
         seen: set[str] = set()
         unseen: list[Path] = []  # skipped shards whose keys are not yet in `seen`

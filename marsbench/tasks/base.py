@@ -6,7 +6,7 @@ dataset, its payload indexes and, for paired data, the text vector stored beside
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -49,12 +49,16 @@ class IndexedTask:
     # variant, so they take part in the collection name through the source's fingerprint.
     options: tuple[str, ...] = ()
 
-    def open(self, dataset_dir: Path, options: Mapping[str, str] | None = None) -> ImageSource:
+    def open(
+        self, dataset_dir: Path, options: Mapping[str, str] | None = None, *, roots: Sequence[Path] = ()
+    ) -> ImageSource:
+        """The task's reader over `dataset_dir`; it refuses links out of `roots` (the dataset roots,
+        empty: no boundary), see marsbench.datasets.confine."""
         given = {k: v for k, v in (options or {}).items() if v is not None}
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             raise ValueError(f"task {self.name!r} takes no option {', '.join(unknown)}")
-        return self.opener(dataset_dir, **given)
+        return self.opener(dataset_dir, roots=tuple(roots), **given)
 
     def collection_name(self, model: str, source: ImageSource) -> str:
         """One collection per (task, model, data variant): the data's fingerprint names the variant."""

@@ -40,10 +40,17 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
         )
         warm = WarmIndexCache(int(settings.warm_index_gb * 2**30)) if settings.warm_index_gb > 0 else None
         app.state.runs = RunService(
-            active_store, encoder, settings.runs_dir(), warm_indexes=warm, indexing=indexer
+            active_store,
+            encoder,
+            settings.runs_dir(),
+            warm_indexes=warm,
+            indexing=indexer,
+            dataset_roots=app.state.dataset_roots.roots,  # set by install_security
         )
         app.state.indexing = indexer
-        app.state.point_images = PointImages(active_store, indexer)
+        app.state.point_images = PointImages(
+            active_store, indexer, dataset_roots=app.state.dataset_roots.roots
+        )
         try:
             yield
         finally:

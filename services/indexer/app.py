@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,9 @@ def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | 
             in_flight=settings.index_in_flight,
             retries=settings.job_retries,
             retry_backoff_s=settings.job_retry_backoff_s,
+            dataset_roots=app.state.dataset_roots.roots,  # set by install_security
+            min_free_disk_mb=settings.min_free_disk_mb,
+            disk_path=settings.data_dir,
         )
         app.state.jobs = jobs
         if settings.resume_jobs:
@@ -43,7 +47,9 @@ def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | 
         try:
             yield
         finally:
-            jobs.shutdown()
+            # Off the event loop: in `marsbench serve` the encoder shares this loop, and a job waiting
+            # for the encoder's answer can only reach its batch boundary while the loop still runs.
+            await asyncio.to_thread(jobs.shutdown)
             encoder.close()
             if owned:
                 active_store.close()

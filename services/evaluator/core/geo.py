@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,9 @@ class GeoOutcome:
     order_rule: str = ORDER_RULE
 
 
-def build_geo_query(encoder: QueryEncoder, model: str, dataset_dir: Path, request: RunCreate) -> GeoQuery:
+def build_geo_query(
+    encoder: QueryEncoder, model: str, dataset_dir: Path, request: RunCreate, *, roots: Sequence[Path] = ()
+) -> GeoQuery:
     landform, mode = request.landform or "", request.query_mode
     prompts: list[str] = []
     names: list[str] = []
@@ -55,7 +58,7 @@ def build_geo_query(encoder: QueryEncoder, model: str, dataset_dir: Path, reques
         text = text_query(encoder.embed_texts(model, prompts, instruction=request.instruction))
     if mode in (QueryMode.IMAGE, QueryMode.HYBRID):
         try:
-            files = query_images(dataset_dir, landform)
+            files = query_images(dataset_dir, landform, roots=roots)
         except DatasetError as exc:
             raise InvalidRun(str(exc)) from exc
         if not files:
@@ -95,6 +98,7 @@ def evaluate_geo(
     request: RunCreate,
     warm: WarmIndexCache | None = None,
     timer: PhaseTimer | None = None,
+    roots: Sequence[Path] = (),
 ) -> GeoOutcome:
     """`timer`, when given, times the phases read_ground_truth, embed_queries, load_index (the warm
     index, when there is one), search and metrics."""
@@ -106,11 +110,11 @@ def evaluate_geo(
     skipped = SkipLog()
     with timer.phase("read_ground_truth"):
         try:
-            gt = load_ground_truth(gt_file, skipped)
+            gt = load_ground_truth(gt_file, skipped, roots=roots)
         except DatasetError as exc:
             raise InvalidRun(str(exc)) from exc
     with timer.phase("embed_queries"):
-        query = build_geo_query(encoder, request.model, dataset_dir, request)
+        query = build_geo_query(encoder, request.model, dataset_dir, request, roots=roots)
     with timer.phase("load_index"):  # the warm in-memory index: built on first use, then cached
         dim = store.collection_info(collection).vectors[GEO.image_vector]
         index = warm.get(store, collection, using=GEO.image_vector, dim=dim) if warm is not None else None

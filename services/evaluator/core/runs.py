@@ -10,7 +10,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,13 @@ from marsbench.evaluator.core.ports import IndexingJobs, QueryEncoder
 from marsbench.evaluator.core.provenance import build_provenance, indexing_seconds, weights_notes
 from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.core.warm_index import WarmIndexCache
-from marsbench.files import write_text_atomic
+from marsbench.files import DiskFull, is_disk_full, write_text_atomic
+from marsbench.job_order import current_job
 from marsbench.schemas.jobs import JobState, JobStatus, TaskName
 from marsbench.schemas.models import ModelInfo
 from marsbench.schemas.provenance import Timings
 from marsbench.schemas.runs import RunCreate, RunRecord
-from marsbench.store import CollectionNotFound, VectorStore
+from marsbench.store import CollectionDamaged, CollectionNotFound, VectorStore
 from marsbench.store.naming import collection_name
 from marsbench.tasks import INDEXABLE
 from marsbench.tasks.landform import PROMPT_TEMPLATES
@@ -57,8 +58,11 @@ class RunService:
         *,
         warm_indexes: WarmIndexCache | None = None,
         indexing: IndexingJobs | None = None,
+        dataset_roots: Sequence[Path] = (),
     ) -> None:
         self._store = store
+        # Readers refuse links inside a dataset that lead out of these (marsbench.datasets.confine).
+        self._roots = tuple(dataset_roots)
         self._indexing = indexing
         self._encoder = encoder
         self._warm = warm_indexes
@@ -80,7 +84,7 @@ class RunService:
         if not dataset_dir.is_dir():
             raise InvalidRun(f"dataset folder {dataset_dir} does not exist")
         try:
-            fingerprint = task.open(dataset_dir, request.dataset_options()).fingerprint()
+            fingerprint = task.open(dataset_dir, request.dataset_options(), roots=self._roots).fingerprint()
             # As IndexedTask.collection_name names it, without fingerprinting the data again.
             return collection_name(task.name, request.model, fingerprint), fingerprint
         except (DatasetError, ValueError) as exc:
@@ -104,13 +108,25 @@ class RunService:
                 f"collection {collection!r} for model {request.model!r} and {request.dataset_dir} does not "
                 "exist; index it first (POST /v1/jobs on the indexer, or `marsbench run`)"
             ) from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # A map or top-lists file half written: remove what this run wrote, answer 507.
+            self._discard(run_id)
+            raise DiskFull(f"run {run_id} not recorded: {exc}; free some space and run it again") from exc
         # The prompts behind the vectors: the model's defaults (also those of the indexed images),
         # and the text-query instruction when the request overrides it.
         fields["settings"] = fields.get("settings", {}) | {
             "model_prompts": card.prompts
             | ({"query_instruction": request.instruction} if request.instruction else {})
         }
-        if forced:
+        if forced and indexing.get("damaged"):
+            fields["notes"] = [
+                f"forced: evaluated a damaged collection ({indexing['damaged']}): not comparable with "
+                "complete runs",
+                *fields.get("notes", []),
+            ]
+        elif forced:
             fields["notes"] = [
                 f"forced: evaluated while the collection's indexing was {indexing.get('state')} "
                 f"({indexing.get('done')} of {indexing.get('total')} items): not comparable with "
@@ -147,8 +163,32 @@ class RunService:
             provenance=provenance,
             **fields,
         )
-        write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
+        try:
+            write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
+        except DiskFull as exc:  # the record's temporary file is already gone; its artifacts go too
+            self._discard(run_id)
+            raise DiskFull(f"run {run_id} not recorded: {exc}; free some space and run it again") from exc
         return record
+
+    def _discard(self, run_id: str) -> None:
+        for path in self._dir.glob(f"{run_id}.*"):
+            path.unlink(missing_ok=True)
+
+    def _damage(self, collection: str, job: JobStatus) -> str | None:
+        """Why the collection no longer holds what its succeeded job wrote, or None if it does.
+
+        A store whose files were damaged can load with fewer points (or none) and no error, and every
+        metric would then silently cover part of the data."""
+        try:
+            points = self._store.count(collection)
+        except CollectionNotFound:
+            return None  # deleted since: refused as not indexed
+        except CollectionDamaged as exc:
+            # The store will not open it, so forcing cannot help: re-indexing is the only way on.
+            raise IncompleteIndex(str(exc), {**_job_summary(job), "damaged": exc.reason}) from exc
+        if points == job.done:
+            return None
+        return f"it holds {points} points, but its indexing job {job.id} wrote {job.done}"
 
     def _indexing_state(self, collection: str, *, force: bool) -> tuple[dict[str, object], bool]:
         """The collection's indexing job as the record keeps it, and whether this run is forced.
@@ -170,10 +210,22 @@ class RunService:
         if not jobs:
             # Written by another indexer or tool: nothing says it is incomplete.
             return {"state": "no job", "reason": "no indexing job of this indexer wrote it"}, False
-        job = jobs[-1]
+        # By state and time, not listing order: an older failure must not hide a later success.
+        job = current_job(jobs) or jobs[-1]
         summary = _job_summary(job)
         if job.state is JobState.SUCCEEDED:
-            return summary, False
+            damage = self._damage(collection, job)
+            if damage is None:
+                return summary, False
+            summary |= {"points": self._store.count(collection), "damaged": damage}
+            if force:
+                return summary, True
+            raise IncompleteIndex(
+                f"collection {collection!r} is damaged: {damage}. Index it again (a new job for it: "
+                f"POST /v1/jobs on the indexer or `marsbench run`, which rebuilds it), then evaluate; or "
+                "pass force=true to evaluate what it holds now (the record will say so)",
+                summary,
+            )
         if force:
             return summary, True
         progress = f"{job.done} of {job.total} items" if job.total is not None else f"{job.done} items"
@@ -281,6 +333,7 @@ class RunService:
             request=request,
             warm=self._warm,
             timer=timer,
+            roots=self._roots,
         )
         parity = outcome.curves[PARITY]
         with timer.phase("curves"):

@@ -3,7 +3,9 @@
 The store keeps vectors and payloads, not images. A point's image is found again through its
 collection's latest indexing job (task, dataset folder, options) and the task's reader, which
 looks the payload up (`read_image`). The dataset folder is handed to `confine` first (the
-service's dataset roots), so no request reads outside them, whatever a job recorded.
+service's dataset roots), so no request reads outside them, whatever a job recorded; the reader is
+opened with the same roots, so a link inside the folder that leads out of them is refused too
+(`OutsideRoots`, answered as an unavailable image naming the link and its target).
 
 Three small caches keep an interactive page cheap: the job per collection for a few seconds (a
 page asks for dozens of thumbnails at once), opened datasets (opening one scans its folders), and
@@ -16,7 +18,7 @@ import io
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -28,6 +30,7 @@ from marsbench.datasets.lookup import ItemNotFound
 from marsbench.evaluator.core.collections import NO_INDEXER
 from marsbench.evaluator.core.errors import ImageUnavailable, PointNotFound
 from marsbench.evaluator.core.ports import ImageReader, IndexingJobs
+from marsbench.job_order import current_job
 from marsbench.schemas.jobs import JobStatus
 from marsbench.store import CollectionNotFound, VectorStore
 from marsbench.tasks import INDEXABLE
@@ -86,9 +89,9 @@ def make_thumbnail(data: bytes, size: int) -> bytes:
     return out.getvalue()
 
 
-def open_dataset(task: str, folder: Path, options: Mapping[str, str]) -> object:
-    """The task's reader over `folder`, as the indexer opened it."""
-    return INDEXABLE[task].open(folder, options)
+def open_dataset(task: str, folder: Path, options: Mapping[str, str], roots: Sequence[Path] = ()) -> object:
+    """The task's reader over `folder`, as the indexer opened it (refusing links out of `roots`)."""
+    return INDEXABLE[task].open(folder, options, roots=roots)
 
 
 class PointImages:
@@ -97,14 +100,19 @@ class PointImages:
         store: VectorStore,
         indexing: IndexingJobs | None,
         *,
-        opener: DatasetOpener = open_dataset,
+        opener: DatasetOpener | None = None,
         thumbnails_kept: int = THUMBNAILS_KEPT,
         datasets_kept: int = DATASETS_KEPT,
         job_ttl_s: float = JOB_TTL_S,
+        dataset_roots: Sequence[Path] = (),
     ) -> None:
         self._store = store
         self._indexing = indexing
-        self._opener = opener
+        self._roots = tuple(dataset_roots)
+        # The default opener refuses links out of the dataset roots; an injected one decides itself.
+        self._opener = opener or (
+            lambda task, folder, options: open_dataset(task, folder, options, self._roots)
+        )
         self._thumbnails: BoundedCache[tuple[str, str, int], bytes] = BoundedCache(thumbnails_kept)
         self._datasets: BoundedCache[tuple[str, str, tuple[tuple[str, str], ...]], object] = BoundedCache(
             datasets_kept
@@ -176,5 +184,6 @@ class PointImages:
             raise ImageUnavailable(
                 f"no indexing job of this evaluator's indexer wrote {collection!r}: its dataset is unknown"
             )
-        self._jobs.put(collection, (now + self._job_ttl_s, jobs[-1]))
-        return jobs[-1]
+        job = current_job(jobs) or jobs[-1]  # the indexer's rule for a collection's current job
+        self._jobs.put(collection, (now + self._job_ttl_s, job))
+        return job

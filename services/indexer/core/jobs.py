@@ -8,6 +8,12 @@ collection while its job is active returns that job.
 A transient failure (the encoder or a Qdrant server unreachable after the client's own retries)
 is retried inside the job with exponential backoff, from where it stopped; when the retries run
 out the job is failed with the reason, keeps what it wrote, and `resume` continues it on request.
+
+A full disk is not waited out: the job checks the free space before it starts and before every batch
+it writes (`min_free_disk_mb`), and fails with the reason before the store runs out (the embedded
+engine writes through memory maps, where a full disk is a SIGBUS, not an error). Resuming continues
+it once space is freed. A job that completes seals its collection (`VectorStore.seal`); a job that
+finds its collection damaged deletes it and indexes it again from the start.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -24,14 +31,15 @@ from typing import Protocol
 from marsbench.client import ApiError, ServiceUnavailable
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.records import SkipLog
-from marsbench.files import write_text_atomic
+from marsbench.files import check_free_space, is_disk_full, write_text_atomic
 from marsbench.indexer.core.errors import InvalidJob, JobConflict, JobNotFound
 from marsbench.indexer.core.pipeline import ImageEmbedder, IndexPipeline, PipelineTarget
 from marsbench.indexer.core.progress import rate_and_eta
 from marsbench.indexer.core.units import UnitTracker
+from marsbench.job_order import current_job
 from marsbench.schemas.jobs import CollectionOut, JobCreate, JobState, JobStatus, SkippedItemOut
 from marsbench.schemas.models import ModelInfo
-from marsbench.store import StoreUnavailable, VectorStore
+from marsbench.store import CollectionDamaged, StoreUnavailable, VectorStore
 from marsbench.tasks import INDEXABLE, IndexedTask
 from marsbench.tasks.base import ImageSource
 from marsbench.tasks.modalities import indexing_needs, missing_modalities, refusal
@@ -42,6 +50,9 @@ _ACTIVE = {JobState.QUEUED, JobState.RUNNING}
 _SAVE_EVERY_S = 1.0
 # Encoder answers worth another attempt later: overloaded, or (re)starting behind a proxy.
 _TRANSIENT_STATUS = {429, 502, 503, 504}
+# How long shutdown waits for jobs to reach a batch boundary (SIGTERM must end in a few seconds).
+SHUTDOWN_S = 3.0
+INTERRUPTED = "interrupted by shutdown; resumes at next start"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -66,8 +77,13 @@ class JobManager:
         in_flight: int,
         retries: int = 4,
         retry_backoff_s: float = 5.0,
+        dataset_roots: Sequence[Path] = (),
+        min_free_disk_mb: int = 0,
+        disk_path: Path | None = None,
     ) -> None:
         self._store = store
+        # Readers refuse links inside a dataset that lead out of these (marsbench.datasets.confine).
+        self._roots = tuple(dataset_roots)
         self._embedder = embedder
         self._dir = jobs_dir
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +91,13 @@ class JobManager:
         self._in_flight = in_flight
         self._retries = retries
         self._retry_backoff_s = retry_backoff_s
+        # Where the store and the job files live (the data folder); 0 MB: no check.
+        self._min_free_disk_mb = min_free_disk_mb
+        self._disk_path = disk_path or jobs_dir
         self._jobs: dict[str, JobStatus] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._cancel = threading.Event()
+        self._closed = False  # after shutdown: job files are no longer written (see shutdown)
         self._lock = threading.Lock()
         self._load()
 
@@ -93,12 +113,13 @@ class JobManager:
         return sorted(jobs, key=lambda job: job.created_at)
 
     def collections(self) -> list[CollectionOut]:
-        latest: dict[str, JobStatus] = {}
+        by_collection: dict[str, list[JobStatus]] = {}
         for job in self.list():
-            latest[job.collection] = job
+            by_collection.setdefault(job.collection, []).append(job)
         out = []
         for info in self._store.list_collections():
-            job = latest.get(info.name)
+            # By state and time, not creation order: an older failure must not hide a later success.
+            job = current_job(by_collection.get(info.name, []))
             out.append(
                 CollectionOut(
                     name=info.name,
@@ -107,7 +128,12 @@ class JobManager:
                     task=job.task if job else None,
                     model=job.model if job else None,
                     dataset_dir=job.dataset_dir if job else None,
-                    complete=(job.state is JobState.SUCCEEDED) if job else None,
+                    # Complete only if it still holds what its job wrote (not damaged since).
+                    complete=(
+                        job.state is JobState.SUCCEEDED and info.damaged is None and info.points == job.done
+                    )
+                    if job
+                    else None,
                 )
             )
         return out
@@ -116,7 +142,7 @@ class JobManager:
 
     def submit(self, request: JobCreate) -> JobStatus:
         task = INDEXABLE[request.task.value]
-        source = _open_source(task, Path(request.dataset_dir), request.dataset_options())
+        source = _open_source(task, Path(request.dataset_dir), request.dataset_options(), self._roots)
         try:
             collection = task.collection_name(request.model, source)
         except ValueError as exc:  # e.g. an empty model reference (found by tests/fuzz)
@@ -177,11 +203,35 @@ class JobManager:
             self._start(job_id, None)
         return resumed
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Stop running jobs at the next batch boundary; their state stays resumable."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_S) -> None:
+        """Stop running jobs within `timeout_s`; their state stays resumable.
+
+        A job stops by itself at its next batch boundary, but one encoder call can take longer than
+        a service may wait on SIGTERM (orchestrators kill after ~30 s). So after `timeout_s` a job
+        still running is written as interrupted (queued: it resumes at the next start, skipping the
+        points already stored) and its thread is abandoned: a daemon, it dies with the process, and
+        nothing it writes later reaches the job files.
+        """
         self._cancel.set()
+        deadline = time.monotonic() + timeout_s
         for thread in list(self._threads.values()):
-            thread.join(timeout_s)
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        with self._lock:
+            self._closed = True
+            stuck = [job for job in self._jobs.values() if job.state in _ACTIVE]
+            for job in stuck:
+                self._jobs[job.id] = job.model_copy(
+                    update={"state": JobState.QUEUED, "error": INTERRUPTED, "eta_s": None,
+                            "updated_at": datetime.now(UTC)}
+                )  # fmt: skip
+            interrupted = [self._jobs[job.id] for job in stuck]
+        for job in interrupted:
+            thread = self._threads.get(job.id)
+            what = (
+                "still running" if thread is not None and thread.is_alive() else "stopped at a batch boundary"
+            )
+            log.warning("job %s %s at shutdown: left interrupted, resumes at next start", job.id, what)
+            self._save(job, force=True)
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus:
         thread = self._threads.get(job_id)
@@ -215,10 +265,14 @@ class JobManager:
                 done = self._attempt(job_id, batch_size, skips)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                if self._cancel.is_set():
+                    break  # an error while shutting down (a call cut short): interrupted, not failed
                 if not is_transient(exc) or retry == self._retries or self._cancel.is_set():
                     log.exception("job %s failed", job_id)
                     if is_transient(exc):
                         reason += f" (after {retry + 1} attempts; POST /v1/jobs/{job_id}/resume continues it)"
+                    elif is_disk_full(exc):
+                        reason += f" (what was indexed is kept; POST /v1/jobs/{job_id}/resume continues it)"
                     self._finish(job_id, skips, JobState.FAILED, reason)
                     return
                 delay = self._retry_backoff_s * 2**retry
@@ -231,13 +285,14 @@ class JobManager:
                 self._finish(job_id, skips, JobState.SUCCEEDED, None, done=done)
                 return
             break
-        self._finish(job_id, skips, JobState.QUEUED, "interrupted by shutdown; resumes at next start")
+        self._finish(job_id, skips, JobState.QUEUED, INTERRUPTED)
 
     def _attempt(self, job_id: str, batch_size: int, skips: SkipLog) -> int:
         """One pass over the dataset from where the job stands; returns the collection's size."""
+        self._check_disk()
         job = self.get(job_id)
         task = INDEXABLE[job.task.value]
-        source = _open_source(task, Path(job.dataset_dir), job.dataset_options)
+        source = _open_source(task, Path(job.dataset_dir), job.dataset_options, self._roots)
         self._update(job_id, total=source.count())
         info = self._embedder.model_info(job.model)
         missing = missing_modalities(indexing_needs(job.task), info.modalities)
@@ -246,8 +301,18 @@ class JobManager:
         if info.dimension is None:
             raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
         job = self._forget_other_vectors(job, info)
-        self._store.ensure_collection(task.collection_spec(job.collection, info.dimension))
-        progress = _Progress(self, job_id, skips, baseline=self._store.count(job.collection))
+        spec = task.collection_spec(job.collection, info.dimension)
+        self._store.ensure_collection(spec)
+        try:
+            baseline = self._store.count(job.collection)
+        except CollectionDamaged as exc:
+            # Its points or vectors cannot be trusted, and which ones is unknown: rebuild it whole.
+            log.warning("job %s: %s; re-indexing it from the start", job_id, exc)
+            self._store.delete_collection(job.collection)
+            self._update(job_id, completed_units=[], done=0)
+            self._store.ensure_collection(spec)
+            job, baseline = self.get(job_id), 0
+        progress = _Progress(self, job_id, skips, baseline=baseline)
         pipeline = IndexPipeline(
             self._store,
             self._embedder,
@@ -258,12 +323,19 @@ class JobManager:
             on_progress=progress.written,
             cancelled=self._cancel,
             units=UnitTracker(lambda unit: self._unit_finished(job_id, unit)),
+            before_write=self._check_disk,
         )
         records = source.iter_records(
             skips, skip_units=frozenset(job.completed_units), on_unit_done=pipeline.unit_read
         )
         pipeline.run(records)
-        return self._store.count(job.collection)  # authoritative: what the collection holds
+        done = self._store.count(job.collection)  # authoritative: what the collection holds
+        if not self._cancel.is_set():
+            self._store.seal(job.collection)  # damage done to it from now on is detected on open
+        return done
+
+    def _check_disk(self) -> None:
+        check_free_space(self._disk_path, self._min_free_disk_mb, what="indexing")
 
     def _unit_finished(self, job_id: str, unit: str) -> None:
         with self._lock:
@@ -313,8 +385,17 @@ class JobManager:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def _save(self, job: JobStatus) -> None:
-        write_text_atomic(self._dir / f"{job.id}.json", job.model_dump_json(indent=2))
+    def _save(self, job: JobStatus, *, force: bool = False) -> None:
+        if self._closed and not force:
+            return  # an abandoned job thread after shutdown: the interrupted state stays
+        try:
+            write_text_atomic(self._dir / f"{job.id}.json", job.model_dump_json(indent=2))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # The previous file stays whole (atomic write) and the state in memory is right; failing
+            # here would leave the job's thread dead and the job `running` for ever.
+            log.error("job %s: state not saved: %s", job.id, exc)
 
     def _load(self) -> None:
         for path in sorted(self._dir.glob("*.json")):
@@ -326,7 +407,9 @@ class JobManager:
             self._jobs[job.id] = job
 
 
-def _open_source(task: IndexedTask, dataset_dir: Path, options: dict[str, str]) -> ImageSource:
+def _open_source(
+    task: IndexedTask, dataset_dir: Path, options: dict[str, str], roots: Sequence[Path] = ()
+) -> ImageSource:
     try:
         exists = dataset_dir.is_dir()
     except OSError as exc:  # a name too long or otherwise unusable (found by tests/fuzz): the caller's fault
@@ -337,7 +420,7 @@ def _open_source(task: IndexedTask, dataset_dir: Path, options: dict[str, str]) 
         )
     try:
         # Opening checks the layout; counting (which reads every shard's headers) waits for the job.
-        source = task.open(dataset_dir, options)
+        source = task.open(dataset_dir, options, roots=roots)
     except (DatasetError, ValueError) as exc:
         raise InvalidJob(str(exc)) from exc
     return source
