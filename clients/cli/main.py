@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     from marsbench.cli.stack import StackUrls
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("marsbench")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        from marsbench import __version__
+
+        return __version__
+
+
 def _data_dir(value: str | None) -> Path:
     return Path(value or os.environ.get("MARSBENCH_DATA_DIR", ".marsbench"))
 
@@ -53,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="marsbench", description="The Mars retrieval benchmark as services."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="Log service activity.")
+    parser.add_argument("--version", action="version", version=f"marsbench {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="Synthetic data + marsbench-tiny through the whole pipeline.")
@@ -80,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--scale", choices=["small", "medium"], default="small")
     synth.add_argument("--seed", type=int, default=0)
+    from marsbench.cli.data_download import add_download_parser  # `data download` (issue 18)
+
+    add_download_parser(data)
+    from marsbench.cli.data_tiles import add_build_tiles_parser  # `data build-tiles` (issue 18)
+
+    add_build_tiles_parser(data)
 
     run = commands.add_parser("run", help="Index (or reuse) and evaluate one task.")
     run.add_argument("task", choices=[task.value for task in TaskName])
@@ -143,16 +161,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = commands.add_parser(
         "jobs",
-        help="Indexing jobs: list them, follow one with a progress bar, resume a failed one.",
+        help="Indexing jobs: list them, follow one with a progress bar, resume or cancel one.",
         description="`marsbench jobs` lists the indexer's jobs (state, progress, rate, ETA, skips, tries, "
         "error); `marsbench jobs watch ID` follows one with a progress bar until it ends; `marsbench jobs "
-        "resume ID` continues a failed job where it stopped and follows it (--no-wait: return at once).",
+        "resume ID` continues a failed or cancelled job where it stopped and follows it; `marsbench jobs "
+        "cancel ID` stops a queued or running job at its next batch boundary, keeping what it wrote, and "
+        "waits until it has stopped (--no-wait: return at once).",
     )
-    jobs.add_argument("action", nargs="?", choices=("list", "watch", "resume"), default="list")
-    jobs.add_argument("job_id", nargs="?", help="The job, for watch and resume.")
-    jobs.add_argument("--no-wait", action="store_true", help="resume: do not follow the job.")
+    jobs.add_argument("action", nargs="?", choices=("list", "watch", "resume", "cancel"), default="list")
+    jobs.add_argument("job_id", nargs="?", help="The job, for watch, resume and cancel.")
+    jobs.add_argument("--no-wait", action="store_true", help="resume, cancel: do not follow the job.")
     jobs.add_argument("--json", action="store_true", help="list: one JSON object per line.")
-    collections = commands.add_parser("collections", help="Collections in the store (JSON lines).")
+    collections = commands.add_parser(
+        "collections",
+        help="Collections in the store (JSON lines); delete, export or import one.",
+        description="`marsbench collections` lists the store's collections (JSON lines); `marsbench "
+        "collections delete NAME` drops one (asks first on a terminal; --yes does not); `marsbench "
+        "collections export NAME` writes a snapshot of it into the indexer's <data dir>/snapshots/ and "
+        "prints its name, path, size and sha256; `marsbench collections import FILE` creates the "
+        "collection again from such a snapshot (FILE: its name, or a path whose file name is taken: it "
+        "must lie in the indexer's snapshots folder). Each is refused while a job writes the collection.",
+    )
+    collections.add_argument(
+        "action", nargs="?", choices=("list", "delete", "export", "import"), default="list"
+    )
+    collections.add_argument(
+        "target", nargs="?", help="The collection (delete, export) or the snapshot (import)."
+    )
+    collections.add_argument(
+        "--as", dest="collection", help="import: the collection to create (default: the one exported)."
+    )
+    collections.add_argument("--yes", action="store_true", help="delete: do not ask.")
     for listing in (jobs, collections):
         listing.add_argument(
             "--indexer-url",
@@ -205,6 +244,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "download":
+        return args.data_handler(args)
+    if args.data_command == "build-tiles":
+        return args.data_handler(args)
     from marsbench.datasets.synth import synthesize
 
     summary = synthesize(args.out, scale=args.scale, seed=args.seed)
@@ -355,6 +398,11 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
             print(f"resumed job {job.id} ({job.task.value}, {job.model}, {job.collection})", file=sys.stderr)
             if args.no_wait:
                 return 0
+        if args.action == "cancel":
+            job = indexer.cancel(args.job_id)
+            print(f"cancelling job {job.id}: it stops at its next batch boundary", file=sys.stderr)
+            if args.no_wait:
+                return 0
         job = indexer.wait(args.job_id, on_progress=JobProgress())
     if job.state is JobState.FAILED:
         raise CommandError(f"job {job.id} failed: {job.error}")
@@ -365,8 +413,22 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 def _cmd_collections(args: argparse.Namespace) -> int:
     from marsbench.client import IndexerClient
 
+    if args.action != "list" and not args.target:
+        what = "snapshot (its name, as `export` printed it)" if args.action == "import" else "collection name"
+        raise CommandError(f"`marsbench collections {args.action}` needs a {what}")
     with IndexerClient(args.url) as indexer:
-        print("\n".join(item.model_dump_json() for item in indexer.collections()))
+        if args.action == "list":
+            print("\n".join(item.model_dump_json() for item in indexer.collections()))
+        elif args.action == "delete":
+            if not args.yes and sys.stdin.isatty():
+                answer = input(f"delete collection {args.target!r} and every point it holds? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    raise CommandError("not deleted")
+            print(indexer.delete_collection(args.target).model_dump_json())
+        elif args.action == "export":
+            print(indexer.export_snapshot(args.target).model_dump_json())
+        else:
+            print(indexer.import_snapshot(Path(args.target).name, args.collection).model_dump_json())
     return 0
 
 
