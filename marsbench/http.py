@@ -1,6 +1,7 @@
 """HTTP pieces every service shares: probes, the error-to-status mapping, and the one error body.
 
-Every error a service answers has the `ErrorBody` shape, FastAPI's own validation errors and routing
+Every error a service answers has the `ErrorBody` shape (OpenAI's `{"error": {message, type, code,
+param}}`, plus marsbench's `detail`), FastAPI's own validation errors and routing
 errors (404, 405) included, and each route's OpenAPI entry declares the error statuses it really
 returns (`error_responses`), so the documents are true for clients and for schemathesis.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,12 +19,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from marsbench.schemas.common import ErrorBody, ReadyStatus
+from marsbench.schemas.common import ErrorBody, ErrorObject, ReadyStatus
 
 
 def status_for(exc: Exception, table: Mapping[type[Exception], int]) -> int:
     """The status of the first table entry `exc` is an instance of (order matters), else 500."""
     return next((code for kind, code in table.items() if isinstance(exc, kind)), 500)
+
+
+def error_code(kind: str) -> str:
+    """The stable snake_case `code` of an error type: 'UnknownModel' -> 'unknown_model'."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", kind).lower()
 
 
 def error_response(
@@ -32,9 +39,17 @@ def error_response(
     error: str | None = None,
     message: str | None = None,
     detail: dict[str, object] | None = None,
+    param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = ErrorBody(error=error or type(exc).__name__, message=message or str(exc), detail=detail or None)
+    """The one error body, `{"error": {message, type, code, param, detail}}` (OpenAI's shape, with
+    marsbench's `detail`): `type` is the error's class name, `code` the same in snake_case."""
+    kind = error or type(exc).__name__
+    body = ErrorBody(
+        error=ErrorObject(
+            message=message or str(exc), type=kind, code=error_code(kind), param=param, detail=detail or None
+        )
+    )
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -118,7 +133,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     message = f"invalid request: {shown}{more}; fix these fields and retry"
-    return error_response(exc, 422, error="ValidationError", message=message, detail={"errors": errors})
+    return error_response(
+        exc, 422, error="ValidationError", message=message, detail={"errors": errors}, param=_param(errors)
+    )
+
+
+def _param(errors: Sequence[dict[str, Any]]) -> str | None:
+    """OpenAI's `param`: the first bad field, without its `body`/`query`/`path` prefix."""
+    loc = list(errors[0]["loc"]) if errors else []
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]
+    return ".".join(loc) or None
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -139,7 +164,10 @@ def _error_body_422(document: dict[str, Any]) -> dict[str, Any]:
                 answer["description"] = ERROR_DESCRIPTIONS[422]
                 answer["content"] = {"application/json": {"schema": ref}}
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in body.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault("ErrorBody", body)
     for unused in ("HTTPValidationError", "ValidationError"):
         if f"#/components/schemas/{unused}" not in json.dumps(document):
             schemas.pop(unused, None)
@@ -163,9 +191,11 @@ def install_error_bodies(app: FastAPI) -> None:
 
 
 def probes_router() -> APIRouter:
-    """`/healthz` and `/readyz` for a service that is ready as soon as it serves."""
+    """`/healthz` (and its alias `/health`, as TEI and Infinity name it) and `/readyz` for a service
+    that is ready as soon as it serves."""
     router = APIRouter(tags=["health"])
 
+    @router.get("/health")
     @router.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

@@ -39,7 +39,7 @@ from marsbench.http import error_response
 log = logging.getLogger(__name__)
 
 # The probes answer without a key: orchestrators and load balancers hold none.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/health", "/healthz", "/readyz"})
 API_KEY_ENV = "MARSBENCH_API_KEY"
 MIN_KEY_LENGTH = 16
 MIB = 1024 * 1024
@@ -55,8 +55,8 @@ class AccessSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices(API_KEY_ENV, "api_key"),
         description="The deployment's API key: requests carry `Authorization: Bearer <key>`. Set, it is "
-        "required on every endpoint but /healthz, /readyz and the evaluator's static search page (/ui/; its "
-        "API calls need the key); unset, the service refuses to listen "
+        "required on every endpoint but /health, /healthz, /readyz and the evaluator's static search "
+        "page (/ui/; its API calls need the key); unset, the service refuses to listen "
         "beyond loopback (see MARSBENCH_REQUIRE_API_KEY).",
     )
     require_api_key: Literal["auto", "true", "false"] = Field(

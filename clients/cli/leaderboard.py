@@ -57,6 +57,9 @@ class Leaderboard:
     # Per row, whether a run in it was forced; None where the caller does not track it (the
     # benchmark, whose runs never are), so its CSV keeps its columns.
     forced: tuple[bool, ...] | None = None
+    # Reference rows shown under the runs (the report's random-ranking baseline): never marked best,
+    # not in the CSV (which holds measured runs only).
+    baselines: tuple[tuple[tuple[str, ...], tuple[float | None, ...]], ...] = ()
 
     @property
     def title(self) -> str:
@@ -97,16 +100,36 @@ class Leaderboard:
             table.append(cells)
         return table
 
+    def formatted_baselines(self) -> list[list[Cell]]:
+        """The baseline rows' cells, formatted as `formatted` does (none marked best)."""
+        return [
+            [
+                *(Cell(name) for name in names),
+                *(
+                    Cell("-" if value is None else f"{value:g}" if column.rank else f"{100 * value:.2f}")
+                    for column, value in zip(self.columns, values, strict=True)
+                ),
+            ]
+            for names, values in self.baselines
+        ]
+
     def _cells(self, mark: Callable[[str], str]) -> list[list[str]]:
         return [[mark(cell.text) if cell.best else cell.text for cell in row] for row in self.formatted()]
 
     def text(self) -> str:
-        return render_table(self.headers(), self._cells(lambda text: f"{text}*"))
+        baselines = [[cell.text for cell in row] for row in self.formatted_baselines()]
+        return render_table(self.headers(), [*self._cells(lambda text: f"{text}*"), *baselines])
 
     def markdown(self) -> str:
         align = ["---"] * len(self.row_headers) + ["---:"] * len(self.columns)
+        # Baseline rows in italics, so that they do not read as runs.
+        baselines = [
+            [f"_{cell.text}_" if cell.text not in ("", "-") else cell.text for cell in row]
+            for row in self.formatted_baselines()
+        ]
         # A '|' in a model name would split its cell.
-        cells = [[text.replace("|", "\\|") for text in row] for row in self._cells(lambda t: f"**{t}**")]
+        rows = [*self._cells(lambda t: f"**{t}**"), *baselines]
+        cells = [[text.replace("|", "\\|") for text in row] for row in rows]
         lines = [self.headers(), align, *cells]
         return "\n".join(f"| {' | '.join(row)} |" for row in lines)
 
@@ -158,6 +181,7 @@ class BoardEntry:
     caption_key: str | None = None  # paired: a second row header
     landform: str | None = None  # geo: the column
     query_mode: str | None = None  # geo: the second row header
+    dataset: str | None = None  # the report: the last row header (a short dataset label)
     metrics: Mapping[str, float] = field(default_factory=dict)
     forced: bool = False
 
@@ -193,6 +217,8 @@ def build_boards(entries: Sequence[BoardEntry], *, track_forced: bool = False) -
                 (_row_names(entry), [entry.metrics.get(column.key) for column in columns]) for entry in runs
             ]
             board = Leaderboard(task, headers, columns, rows)
+        if any(entry.dataset is not None for entry in runs):
+            board = replace(board, row_headers=(*board.row_headers, "dataset"))
         if track_forced:
             forced = {_row_names(entry) for entry in runs if entry.forced}
             board = replace(board, forced=tuple(names in forced for names, _ in board.rows))
@@ -201,11 +227,12 @@ def build_boards(entries: Sequence[BoardEntry], *, track_forced: bool = False) -
 
 
 def _row_names(entry: BoardEntry) -> tuple[str, ...]:
+    dataset = () if entry.dataset is None else (entry.dataset,)
     if entry.task is TaskName.PAIRED:
-        return (entry.label, entry.caption_key or "")
+        return (entry.label, entry.caption_key or "", *dataset)
     if entry.task is TaskName.GEOLOCALIZATION:
-        return (entry.label, entry.query_mode or "")
-    return (entry.label,)
+        return (entry.label, entry.query_mode or "", *dataset)
+    return (entry.label, *dataset)
 
 
 def _geo_board(runs: Sequence[BoardEntry]) -> Leaderboard:

@@ -9,7 +9,7 @@ from typing import TextIO
 from marsbench.schemas.jobs import JobState, JobStatus
 
 BAR_WIDTH = 24
-_FINISHED = (JobState.SUCCEEDED, JobState.FAILED)
+_FINISHED = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def format_duration(seconds: float | None) -> str:

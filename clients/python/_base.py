@@ -86,7 +86,13 @@ def _api_error(response: httpx.Response) -> ApiError:
         body = response.json()
     except ValueError:
         body = {}
-    if isinstance(body, dict) and "error" in body and "message" in body:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "message" in error:  # {"error": {message, type, code, param, detail}}
+        kind = str(error.get("type") or error.get("code") or "HTTPError")
+        detail = error.get("detail") if isinstance(error.get("detail"), dict) else None
+        code, param = error.get("code"), error.get("param")
+        return ApiError(response.status_code, kind, str(error["message"]), detail, code=code, param=param)
+    if isinstance(body, dict) and "error" in body and "message" in body:  # before issue 18: {error, message}
         return ApiError(response.status_code, str(body["error"]), str(body["message"]), body.get("detail"))
     if isinstance(body, dict) and "detail" in body:  # FastAPI's own validation errors
         return ApiError(response.status_code, "ValidationError", str(body["detail"]), None)

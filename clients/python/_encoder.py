@@ -27,8 +27,9 @@ class EncoderClient(BaseClient):
 
     def model_info(self, model: str, *, load: bool = True) -> ModelInfo:
         """The model's card. With `load` (default) the encoder loads the model if needed, so the
-        card carries its dimension; without, it answers from its registry (modalities, source)."""
-        params = None if load else {"load": "false"}
+        card carries its dimension; without, it answers from its registry (modalities, source).
+        `load` is always sent: the encoder's own default is not to load (since issue 18)."""
+        params = {"load": "true" if load else "false"}
         # Percent-encoded: a reference may hold '?', '#', spaces or control characters (found by
         # tests/fuzz); the encoder's `{ref:path}` route decodes it back. surrogatepass: a lone
         # surrogate from a JSON body becomes an unknown model (404), not a client crash.

@@ -45,10 +45,11 @@ job. Resumable units are the shard files, named by file name.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import posixpath
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -88,7 +89,20 @@ ImageCheck = Callable[[bytes], str | None]
 
 
 class CaptionError(ValueError):
-    """A JSON document holds no usable caption for the caption key; the message says why."""
+    """A JSON document holds no usable caption for the caption key; the message says why.
+
+    `fields`: the document's field names when it is an object (top level, then `caption.<name>` for
+    the fields of a `caption` object), so that a misspelt caption key can be reported with the keys
+    that are there.
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+# How many samples' JSON fields a caption-key error lists.
+_FIELD_SAMPLES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +121,8 @@ class IncompleteSample:
 
     key: str
     reason: str
+    # Set when the caption is missing because the JSON object lacks the caption key: its fields.
+    caption_fields: tuple[str, ...] | None = None
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -132,6 +148,23 @@ def caption_from_json(document: object, caption_key: str) -> str:
     """
     if not isinstance(document, dict):
         raise CaptionError(f"the JSON is a {type(document).__name__}, not an object")
+    try:
+        return _caption_of_object(document, caption_key)
+    except CaptionError as exc:
+        nested = document.get(NESTED_CAPTION_FIELD)
+        if caption_key in document or (isinstance(nested, dict) and caption_key in nested):
+            raise  # there, but empty or not text: no misspelt key
+        raise CaptionError(str(exc), json_fields(document)) from None
+
+
+def json_fields(document: Mapping[str, object]) -> tuple[str, ...]:
+    """Top-level field names, then `caption.<name>` for a `caption` object's fields."""
+    nested = document.get(NESTED_CAPTION_FIELD)
+    inner = [f"{NESTED_CAPTION_FIELD}.{name}" for name in nested] if isinstance(nested, dict) else []
+    return (*(str(name) for name in document), *inner)
+
+
+def _caption_of_object(document: dict[str, object], caption_key: str) -> str:
     value = document.get(caption_key)
     if value:
         return _text_or_error(value, caption_key)
@@ -183,6 +216,7 @@ class _Pending:
     source: CaptionSource = "json"  # where `caption` came from, once there is one
     image_problem: str | None = None
     caption_problem: str | None = None
+    caption_fields: tuple[str, ...] | None = None  # the JSON's fields when it lacked the caption key
 
     def missing(self) -> str:
         lacks = []
@@ -217,6 +251,7 @@ def pair_members(
                 state.caption, state.source = caption_from_json_bytes(data, caption_key), "json"
             except CaptionError as exc:
                 state.caption_problem = str(exc)  # an earlier .txt caption stays
+                state.caption_fields = exc.fields or None
         elif ext == TEXT_EXTENSION:
             text = caption_from_text(data)
             if text is not None and state.caption is None:
@@ -233,7 +268,8 @@ def pair_members(
             yield PairedSample(key=key, image=state.image, caption=state.caption, caption_source=state.source)
     for key, state in pending.items():
         if key not in emitted:  # leftovers of an emitted key are no lost sample: not reported
-            yield IncompleteSample(key=key, reason=state.missing())
+            fields = state.caption_fields if state.caption is None else None
+            yield IncompleteSample(key=key, reason=state.missing(), caption_fields=fields)
 
 
 def sample_payload(key: str, caption: str, shard: str) -> dict[str, Any]:
@@ -379,7 +415,9 @@ class PairedDataset:
             for earlier in unseen:
                 seen.update(self._paired_keys(earlier, check))
             unseen.clear()
-            complete = yield from self._iter_shard(shard, seen, skips, check)
+            # Only the folder's first shard, read in this pass, can show that no sample has the key.
+            first = shard is self._shards[0]
+            complete = yield from self._iter_shard(shard, seen, skips, check, fail_fast=first)
             if complete and on_unit_done is not None:
                 on_unit_done(shard.name)
 
@@ -403,9 +441,20 @@ class PairedDataset:
             raise DatasetError(f"cannot read the image of {key!r} from {shard}: {exc}") from exc
 
     def _iter_shard(
-        self, shard: Path, seen: set[str], skips: SkipLog, check: ImageCheck | None
+        self,
+        shard: Path,
+        seen: set[str],
+        skips: SkipLog,
+        check: ImageCheck | None,
+        *,
+        fail_fast: bool = False,
     ) -> UnitReader:
+        """With `fail_fast`, a shard none of whose samples has a caption, because their JSON lacks the
+        caption key, ends the reading with a DatasetError naming the key and the fields present (a
+        misspelt `caption_key` would otherwise skip every sample of every shard)."""
         failed = False
+        paired = 0
+        incomplete: list[IncompleteSample] = []
 
         def report(issue: ShardIssue) -> None:
             nonlocal failed
@@ -417,13 +466,19 @@ class PairedDataset:
         for item in pair_members(members, self._caption_key, check_image=check):
             if isinstance(item, IncompleteSample):
                 skips.add(item.key, item.reason)
+                incomplete.append(item)
                 continue
+            paired += 1
             if item.key in seen:
                 skips.add(item.key, f"duplicate key (an earlier sample has it); this copy is in {shard.name}")
                 continue
             seen.add(item.key)
             payload = sample_payload(item.key, item.caption, shard.name)
             yield ImageRecord(key=item.key, image=item.image, payload=payload, unit=shard.name)
+        if fail_fast and not paired:
+            problem = caption_key_problem(self._caption_key, shard.name, incomplete)
+            if problem is not None:
+                raise DatasetError(problem)
         return not failed
 
     def _paired_keys(self, shard: Path, check: ImageCheck | None) -> Iterator[str]:
@@ -432,6 +487,26 @@ class PairedDataset:
         for item in pair_members(members, self._caption_key, check_image=check):
             if isinstance(item, PairedSample):
                 yield item.key
+
+
+def caption_key_problem(caption_key: str, shard: str, incomplete: Sequence[IncompleteSample]) -> str | None:
+    """Why a shard that paired nothing did so, when every one of its samples lacks the caption key
+    (None otherwise): the key, and the fields of the first samples' JSON, with a likely meant key."""
+    lacking = [item.caption_fields for item in incomplete if item.caption_fields is not None]
+    if not lacking or len(lacking) != len(incomplete):
+        return None
+    fields = list(dict.fromkeys(name for names in lacking[:_FIELD_SAMPLES] for name in names))
+    top = [name for name in fields if not name.startswith(f"{NESTED_CAPTION_FIELD}.")]
+    inner = [name.split(".", 1)[1] for name in fields if name.startswith(f"{NESTED_CAPTION_FIELD}.")]
+    known = [name for name in dict.fromkeys([*top, *inner]) if name != NESTED_CAPTION_FIELD]
+    close = difflib.get_close_matches(caption_key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    nested = f" and {NESTED_CAPTION_FIELD!r} object fields {', '.join(inner)}" if inner else ""
+    return (
+        f"caption key {caption_key!r} is in none of the {len(incomplete)} samples of the first shard "
+        f"{shard} (nothing would be indexed): the first samples' JSON has top-level fields "
+        f"{', '.join(top) or '(none)'}{nested}{hint}"
+    )
 
 
 @functools.lru_cache(maxsize=_INDEXED_SHARDS)

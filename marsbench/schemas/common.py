@@ -52,16 +52,31 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(BaseModel):
-    """Every error response: a machine-readable type and a message saying what to fix."""
+class ErrorObject(BaseModel):
+    """The error itself: OpenAI's `{message, type, param, code}`, plus marsbench's `detail`."""
 
-    error: str = Field(description="The kind of error, e.g. 'ValidationError', 'UnknownModel'.")
     message: str = Field(description="What went wrong and what to fix.")
+    type: str = Field(description="The kind of error, e.g. 'ValidationError', 'UnknownModel'.")
+    code: str = Field(
+        description="`type` in snake_case ('validation_error', 'unknown_model'): stable, for programs "
+        "to match."
+    )
+    param: str | None = Field(
+        default=None,
+        description="The request field at fault where there is one ('model', 'input', 'dimensions').",
+    )
     detail: dict[str, object] | None = Field(
         default=None,
         description="Machine-readable specifics: for a 'ValidationError', `errors` lists each bad field "
         "as {loc, msg, type, input}; others name e.g. the setting and limit, or the known models.",
     )
+
+
+class ErrorBody(BaseModel):
+    """Every error response, in OpenAI's shape (`{"error": {...}}`), so OpenAI-compatible clients
+    (the openai SDK, LangChain, ...) show marsbench's message instead of only the status."""
+
+    error: ErrorObject
 
 
 class ReadyStatus(BaseModel):

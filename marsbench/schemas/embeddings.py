@@ -52,6 +52,29 @@ class EmbeddingRequest(StrictModel):
         description="Named prompt for models that define them (jina-embeddings-v4: 'query', 'passage').",
     )
     user: str | None = Field(default=None, max_length=256)
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        description="OpenAI's parameter: marsbench does not shorten embeddings, so it is accepted only "
+        "when it equals the model's own dimension (GET /v1/models/{id}?load=true); else 422.",
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _not_token_ids(cls, value: object) -> object:
+        # OpenAI also takes `input` as token ids (a list of ints, or of lists of ints): marsbench's
+        # models tokenize for themselves, so say that instead of "Input should be a valid string".
+        def token(item: object) -> bool:
+            return isinstance(item, int) and not isinstance(item, bool)
+
+        def ids(item: object) -> bool:
+            return token(item) or (isinstance(item, list) and bool(item) and all(map(token, item)))
+
+        if token(value) or (isinstance(value, list) and value and any(ids(v) for v in value)):
+            raise ValueError(
+                "marsbench takes text (or images as data URIs), not token ids: send the strings themselves"
+            )
+        return value
 
     @field_validator("input")
     @classmethod

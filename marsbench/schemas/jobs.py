@@ -1,4 +1,4 @@
-"""Indexer wire schemas: `POST /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/collections`."""
+"""Indexer wire schemas: `POST /v1/jobs`, `GET /v1/jobs/{id}`, `/v1/collections` (list, delete, snapshots)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class JobState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # on request, at a batch boundary; what it wrote is kept and it resumes
 
 
 class JobCreate(StrictModel):
@@ -103,3 +104,40 @@ class CollectionOut(BaseModel):
 
 class CollectionList(BaseModel):
     data: list[CollectionOut]
+
+
+# Collection names as the store allows them (marsbench.store.naming makes lower-case ones).
+COLLECTION_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# Snapshot file names in the data folder's snapshots/ (no separators: never a path).
+SNAPSHOT_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,254}$"
+
+
+class CollectionDeleted(BaseModel):
+    name: str
+    deleted: bool = True
+
+
+class SnapshotOut(BaseModel):
+    """A snapshot file written by `POST /v1/collections/{name}/snapshot`."""
+
+    name: str = Field(description="The file's name in the snapshots folder; what an import asks for.")
+    path: str = Field(description="Where it lies, as the indexer sees it (`<data dir>/snapshots/`).")
+    size: int = Field(description="Bytes.")
+    sha256: str
+    collection: str
+    points: int = Field(description="Points the collection held when it was taken.")
+    backend: str = Field(description="'embedded' or 'server': a snapshot imports into the same kind.")
+    created_at: datetime
+
+
+class SnapshotImport(StrictModel):
+    snapshot: str = Field(
+        pattern=SNAPSHOT_NAME,
+        description="A snapshot's name in the indexer's snapshots folder (never a path).",
+    )
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_NAME,
+        description="The collection to create (default: the one the snapshot was taken of); it must not "
+        "exist.",
+    )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from marsbench.store.base import (
     CollectionDamaged,
+    CollectionExists,
     CollectionInfo,
     CollectionMismatch,
     CollectionNotFound,
@@ -16,6 +17,8 @@ from marsbench.store.base import (
     PayloadIndex,
     Point,
     SearchFilter,
+    SnapshotInvalid,
+    SnapshotWritten,
     StoredPoint,
     StoreError,
     StoreUnavailable,
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClusterOptions",
     "CollectionDamaged",
+    "CollectionExists",
     "CollectionInfo",
     "CollectionMismatch",
     "CollectionNotFound",
@@ -43,6 +47,8 @@ __all__ = [
     "Point",
     "SearchFilter",
     "ServerStore",
+    "SnapshotInvalid",
+    "SnapshotWritten",
     "StoreError",
     "StoreLocked",
     "StoreUnavailable",

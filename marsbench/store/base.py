@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -92,6 +93,14 @@ class SearchFilter:
     geo_radius: GeoRadius | None = None
 
 
+@dataclass(frozen=True)
+class SnapshotWritten:
+    """What `VectorStore.export_snapshot` wrote: the collection's points at the time it was taken."""
+
+    path: Path
+    points: int
+
+
 class StoreError(Exception):
     """Base for vector store failures."""
 
@@ -108,6 +117,18 @@ class CollectionNotFound(StoreError):
 
 class CollectionMismatch(StoreError):
     """An existing collection was asked to hold vectors of another shape."""
+
+
+class CollectionExists(StoreError):
+    """A snapshot was to be imported into a collection that already exists (delete it first)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} already exists; delete it first or import under another name")
+        self.name = name
+
+
+class SnapshotInvalid(StoreError):
+    """A snapshot file this backend cannot import: not one of its snapshots, damaged, or unsafe."""
 
 
 class CollectionDamaged(StoreError):
@@ -173,6 +194,16 @@ class VectorStore(Protocol):
         self, collection: str, *, with_vectors: bool = False, batch_size: int = 1024
     ) -> Iterator[StoredPoint]:
         """Every point of the collection, in pages; order is unspecified."""
+        ...
+
+    def export_snapshot(self, collection: str, dest: Path) -> SnapshotWritten:
+        """Write a consistent snapshot of the collection to the file `dest` (its parent exists); the
+        collection stays as it is. Only this backend's `import_snapshot` reads the file."""
+        ...
+
+    def import_snapshot(self, path: Path, collection: str) -> CollectionInfo:
+        """Create `collection` from a snapshot file `export_snapshot` wrote; `CollectionExists` if it is
+        there already, `SnapshotInvalid` if the file is not such a snapshot (nothing is created then)."""
         ...
 
     def close(self) -> None: ...

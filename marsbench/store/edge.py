@@ -22,10 +22,15 @@ explicit ``optimize()`` would), so every search here is a flat exact scan.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
 import shutil
+import tarfile
 import threading
+import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +53,7 @@ from marsbench.store._common import (
 )
 from marsbench.store.base import (
     CollectionDamaged,
+    CollectionExists,
     CollectionInfo,
     CollectionMismatch,
     CollectionNotFound,
@@ -56,6 +62,8 @@ from marsbench.store.base import (
     PayloadIndex,
     Point,
     SearchFilter,
+    SnapshotInvalid,
+    SnapshotWritten,
     StoredPoint,
     StoreError,
 )
@@ -72,6 +80,11 @@ _UNSEALED_NAMES = frozenset({"edge_config.json", "tracker_journal.dat"})
 _UNSEALED_DIRS = frozenset({"wal"})
 # Collection names become directory names: no separators, no leading dot.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# Snapshots (qdrant-edge 0.9.0 can unpack and apply a snapshot, but cannot write one): a tar of the
+# collection's folder taken while its shard is closed, with this manifest first.
+_SNAPSHOT_MANIFEST = "marsbench-snapshot.json"
+_SNAPSHOT_KIND = "marsbench-embedded-collection"
+_SNAPSHOT_FORMAT = 1
 # How qdrant-edge 0.9.0 reports a WAL another open shard holds (it raises a bare Exception).
 _LOCKED_MARKER = "WouldBlock"
 
@@ -249,6 +262,69 @@ class EmbeddedStore:
         self._entry(collection)  # fail now, not at the first next()
         return self._pages(collection, with_vectors, batch_size)
 
+    def export_snapshot(self, collection: str, dest: Path) -> SnapshotWritten:
+        """A tar of the collection's spec and shard, taken while the shard is closed (the engine writes
+        nothing then, so the files are one consistent state), with a manifest of every file's size and
+        sha256 and the point count; searches and writes wait meanwhile. Written beside `dest` and
+        renamed: a snapshot file is whole or absent."""
+        partial = dest.with_name(f".{dest.name}.partial")
+        with self._shard(collection) as entry:
+            entry.shard.flush()
+            points = entry.shard.count(qe.CountRequest(exact=True))
+            folder = self._dir(collection)
+            entry.shard.close()
+            try:
+                _write_snapshot(partial, folder, collection, points)
+            finally:
+                try:
+                    entry.shard = qe.EdgeShard.load(str(folder / _SHARD_DIR), _edge_config(entry.spec))
+                except Exception:
+                    entry.closed = True  # `_entry` opens it afresh (and checks it) on the next call
+                    raise
+        partial.replace(dest)
+        return SnapshotWritten(path=dest, points=points)
+
+    def import_snapshot(self, path: Path, collection: str) -> CollectionInfo:
+        """Unpack a snapshot `export_snapshot` wrote into a new collection `collection`, checking every
+        file and the point count against its manifest first, then seal it. Unpacked in a staging
+        folder and renamed into place: a failed import leaves nothing behind."""
+        if not _SAFE_NAME.fullmatch(collection):
+            raise ValueError(f"collection name {collection!r} is not a safe directory name")
+        staging = self.root / "imports" / uuid.uuid4().hex
+        try:
+            manifest = _unpack_snapshot(path, staging)
+            spec = CollectionSpec(
+                name=collection,
+                vectors={k: int(v) for k, v in manifest["spec"]["vectors"].items()},
+                payload_indexes={k: PayloadIndex(v) for k, v in manifest["spec"]["payload_indexes"].items()},
+            )
+            (staging / _MANIFEST_FILE).unlink(missing_ok=True)  # a sealing manifest is written below
+            with self._lock:
+                if self._read_spec(collection) is not None:
+                    raise CollectionExists(collection)
+                shutil.rmtree(self._dir(collection), ignore_errors=True)  # debris of an interrupted delete
+                self._collections.mkdir(parents=True, exist_ok=True)
+                staging.rename(self._dir(collection))
+                self._write_spec(spec)  # under its new name
+                try:
+                    entry = self._load(spec)
+                    points = entry.shard.count(qe.CountRequest(exact=True))
+                    if points != manifest["points"]:
+                        entry.shard.close()
+                        raise SnapshotInvalid(
+                            f"snapshot {path.name}: it opens with {points} points, its manifest says "
+                            f"{manifest['points']}"
+                        )
+                except StoreError:
+                    (self._dir(collection) / _SPEC_FILE).unlink(missing_ok=True)
+                    shutil.rmtree(self._dir(collection), ignore_errors=True)
+                    raise
+                self._open[collection] = entry
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.seal(collection)  # damage done to it from now on is detected on open
+        return self.collection_info(collection)
+
     def close(self) -> None:
         with self._lock:
             entries = list(self._open.values())
@@ -290,7 +366,7 @@ class EmbeddedStore:
     def _entry(self, name: str) -> _OpenShard:
         with self._lock:
             entry = self._open.get(name)
-            if entry is None:
+            if entry is None or entry.closed:  # closed: a shard that failed to reopen after a snapshot
                 spec = self._read_spec(name)
                 if spec is None:
                     raise CollectionNotFound(name)
@@ -448,6 +524,86 @@ def _files_problem(shard_dir: Path, manifest: dict[str, Any]) -> str | None:
         if file_sha256(present[rel]) != want["sha256"]:
             return f"{rel} does not hold the bytes that were written (sha256 differs)"
     return None
+
+
+def _write_snapshot(dest: Path, folder: Path, collection: str, points: int) -> None:
+    """Tar the collection's folder (spec and shard; its sealing manifest is not needed) into `dest`,
+    the manifest first. The folder must not change meanwhile (the caller holds the shard closed)."""
+    files = {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != _MANIFEST_FILE
+    }
+    spec = json.loads((folder / _SPEC_FILE).read_text())
+    manifest = {
+        "format": _SNAPSHOT_FORMAT,
+        "kind": _SNAPSHOT_KIND,
+        "engine": "qdrant-edge-py " + _engine_version(),
+        "collection": collection,
+        "points": points,
+        "spec": {"vectors": spec["vectors"], "payload_indexes": spec["payload_indexes"]},
+        "files": {rel: {"size": p.stat().st_size, "sha256": file_sha256(p)} for rel, p in files.items()},
+    }
+    body = (json.dumps(manifest, indent=1) + "\n").encode()
+    try:
+        # gzip at its fastest: the engine preallocates files (a 50-point shard is 140 MB, mostly zeros).
+        with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+            info = tarfile.TarInfo(_SNAPSHOT_MANIFEST)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+            for rel, path in files.items():
+                tar.add(path, arcname=rel, recursive=False)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def _unpack_snapshot(path: Path, target: Path) -> dict[str, Any]:
+    """Extract a snapshot into `target` (created) and check it whole; returns its manifest."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            member = tar.next()
+            if member is None or member.name != _SNAPSHOT_MANIFEST or not member.isfile():
+                raise SnapshotInvalid(f"{path.name} is not a snapshot of the embedded store (no manifest)")
+            raw = tar.extractfile(member)
+            manifest = json.loads(raw.read()) if raw is not None else None
+            if not isinstance(manifest, dict) or manifest.get("kind") != _SNAPSHOT_KIND:
+                raise SnapshotInvalid(f"{path.name} is not a snapshot of the embedded store")
+            if manifest.get("format") != _SNAPSHOT_FORMAT:
+                raise SnapshotInvalid(f"{path.name}: snapshot format {manifest.get('format')!r} is not known")
+            expected: dict[str, dict[str, Any]] = manifest["files"]
+            int(manifest["points"])
+            for rel in expected:
+                parts = Path(rel).parts
+                if not parts or Path(rel).is_absolute() or ".." in parts:
+                    raise SnapshotInvalid(f"{path.name}: unsafe path {rel[:200]!r} in its manifest")
+            members = [m for m in tar.getmembers() if m.name != _SNAPSHOT_MANIFEST]
+            for m in members:
+                if not (m.isfile() or m.isdir()) or (m.isfile() and m.name not in expected):
+                    raise SnapshotInvalid(f"{path.name}: unexpected entry {m.name[:200]!r}")
+            target.mkdir(parents=True)
+            # The "data" filter refuses absolute paths, '..', links and devices as well.
+            tar.extractall(target, members=members, filter="data")
+    except (tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotInvalid(f"{path.name} is not a readable snapshot: {exc}") from exc
+    for rel, want in expected.items():
+        file = target / rel
+        if not file.is_file():
+            raise SnapshotInvalid(f"{path.name}: {rel} is missing")
+        if file.stat().st_size != want["size"] or file_sha256(file) != want["sha256"]:
+            raise SnapshotInvalid(f"{path.name}: {rel} does not hold the bytes that were exported")
+    if _SPEC_FILE not in expected or not any(rel.startswith(f"{_SHARD_DIR}/") for rel in expected):
+        raise SnapshotInvalid(f"{path.name}: it holds no collection spec or shard")
+    return manifest
+
+
+def _engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qdrant-edge-py")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _edge_config(spec: CollectionSpec) -> qe.EdgeConfig:

@@ -6,14 +6,18 @@ Python brute force, fine for the contract tests, far too slow for real collectio
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from marsbench.files import file_sha256
 from marsbench.store._common import (
     as_floats,
     box_corners,
@@ -25,6 +29,7 @@ from marsbench.store._common import (
     query_rows,
 )
 from marsbench.store.base import (
+    CollectionExists,
     CollectionInfo,
     CollectionMismatch,
     CollectionNotFound,
@@ -33,6 +38,8 @@ from marsbench.store.base import (
     PayloadIndex,
     Point,
     SearchFilter,
+    SnapshotInvalid,
+    SnapshotWritten,
     StoredPoint,
     StoreError,
     StoreUnavailable,
@@ -76,6 +83,10 @@ class ServerStore:
         # An injected client belongs to the caller, who closes it.
         self._owns_client = client is None
         self._client = client or QdrantClient(url=url, api_key=api_key, timeout=math.ceil(timeout))
+        # Snapshot files move over REST, which qdrant-client does not wrap: they need the URL.
+        self._url = url.rstrip("/") if url else None
+        self._api_key = api_key
+        self._timeout = timeout
         self._shard_number = shard_number
         self._replication_factor = replication_factor
         self._write_consistency_factor = write_consistency_factor
@@ -203,6 +214,61 @@ class ServerStore:
         self._require(collection)  # fail now, not at the first next()
         return self._pages(collection, with_vectors, batch_size)
 
+    def export_snapshot(self, collection: str, dest: Path) -> SnapshotWritten:
+        """The server's own snapshot of the collection (`create_snapshot`), downloaded to `dest`, then
+        deleted on the server. A collection spread over a cluster is snapshotted by the node asked,
+        which gathers its shards."""
+        url = self._snapshot_url()
+        self._require(collection)
+        points = self.count(collection)
+        with self._errors(collection):
+            snapshot = self._client.create_snapshot(collection, wait=True)
+        if snapshot is None:
+            raise StoreError(f"collection {collection!r}: the server made no snapshot")
+        partial = dest.with_name(f".{dest.name}.partial")
+        digest = hashlib.sha256()
+        try:
+            with (
+                self._http() as http,
+                http.stream("GET", f"{url}/collections/{collection}/snapshots/{snapshot.name}") as answer,
+            ):
+                _raise_for(answer, f"downloading snapshot {snapshot.name}")
+                with partial.open("wb") as out:
+                    for chunk in answer.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+            if snapshot.checksum and snapshot.checksum != digest.hexdigest():
+                raise StoreError(f"snapshot {snapshot.name} arrived damaged (sha256 differs)")
+            partial.replace(dest)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"Qdrant at {url}: downloading snapshot {snapshot.name}: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+            with self._errors(collection):
+                self._client.delete_snapshot(collection, snapshot.name, wait=True)
+        return SnapshotWritten(path=dest, points=points)
+
+    def import_snapshot(self, path: Path, collection: str) -> CollectionInfo:
+        """Upload a snapshot file to the server, which recovers `collection` from it (the REST upload
+        endpoint: `recover_snapshot` would need a location the server itself can read)."""
+        url = self._snapshot_url()
+        if self._exists(collection):
+            raise CollectionExists(collection)
+        params = {"wait": "true", "priority": "snapshot", "checksum": file_sha256(path)}
+        try:
+            with self._http() as http, path.open("rb") as snapshot:
+                answer = http.post(
+                    f"{url}/collections/{collection}/snapshots/upload",
+                    params=params,
+                    files={"snapshot": (path.name, snapshot, "application/octet-stream")},
+                )
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"Qdrant at {url}: uploading snapshot {path.name}: {exc}") from exc
+        if 400 <= answer.status_code < 500:
+            raise SnapshotInvalid(f"Qdrant refused snapshot {path.name}: {answer.text[:500]}")
+        _raise_for(answer, f"uploading snapshot {path.name}")
+        return self.collection_info(collection)
+
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
@@ -285,6 +351,15 @@ class ServerStore:
             where = f"collection {collection!r}" if collection else "Qdrant"
             raise StoreError(f"{where}: {exc}") from exc
 
+    def _snapshot_url(self) -> str:
+        if self._url is None:
+            raise StoreError("snapshots need a Qdrant server URL (not an injected or local-mode client)")
+        return self._url
+
+    def _http(self) -> httpx.Client:
+        headers = {"api-key": self._api_key} if self._api_key else {}
+        return httpx.Client(headers=headers, timeout=httpx.Timeout(self._timeout, read=None))
+
     def _where(self) -> str:
         rest = getattr(self._client, "_client", None)  # the REST transport knows its base URL
         return str(getattr(rest, "rest_uri", None) or "the configured URL")
@@ -294,6 +369,14 @@ class ServerStore:
             return self._client.collection_exists(name)
         except _CLIENT_ERRORS:
             return True  # the server is unreachable: report the original failure
+
+
+def _raise_for(answer: httpx.Response, what: str) -> None:
+    if answer.status_code in _UNAVAILABLE_STATUS:
+        raise StoreUnavailable(f"Qdrant answered {answer.status_code} {what}")
+    if answer.status_code >= 400:
+        answer.read()
+        raise StoreError(f"Qdrant answered {answer.status_code} {what}: {answer.text[:500]}")
 
 
 def _unavailable(exc: Exception) -> bool:

@@ -190,3 +190,67 @@ def write_results(root: Path) -> Results:
     (bench / "leaderboard-paired.csv").write_text("model,caption_key\nclip,refined_caption\n")
     (bench / ".geo-clip.json.123.tmp").write_text("{half")
     return Results(root, corrupt, invalid, forced_id, "paired-clip-old")
+
+
+# -- two datasets, baselines, AUPRC 0 ---------------------------------------------------------------
+
+FP_A, FP_B = "aaaa1111bbbb2222", "cccc3333dddd4444"
+
+
+def provenance(dataset_dir: str, fingerprint: str) -> dict[str, object]:
+    """The least provenance block a record validates with: what the report reads is the fingerprint."""
+    return {
+        "model": {"reference": CLIP},
+        "dataset": {"path": dataset_dir, "fingerprint": fingerprint},
+        "software": {"python": "3.11.9", "marsbench": "0.0.0"},
+        "hardware": {"evaluator": {"platform": "linux", "machine": "x86_64"}},
+        "timings": {"total_s": 1.0},
+    }
+
+
+def write_two_datasets(root: Path) -> Path:
+    """The same model and caption key on two paired datasets (240 and 4 pairs), landform records with
+    class sizes (exact baseline) and one without (chance), and geo runs whose AUPRC is 0 at recall 1."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    def save(record: RunRecord) -> None:
+        (root / f"{record.id}.json").write_text(record.model_dump_json(indent=2))
+
+    for run_id, folder, fingerprint, pairs, r1 in (
+        ("paired-a", "/data/mars-a/dataset", FP_A, 240, 0.25),
+        ("paired-b", "/data/mars-b/dataset", FP_B, 4, 0.5),
+    ):
+        metrics = _paired_metrics(r1, 0.8, 3.0, 0.4)
+        save(_record(
+            TaskName.PAIRED, CLIP, run_id, metrics, caption_key="refined_caption", dataset_dir=folder,
+            provenance=provenance(folder, fingerprint), counts={"pairs": pairs},
+        ))  # fmt: skip
+    # Landform: 4 images, classes of 2 and 1 (exact: AP 49/72 and H_4/4 = 25/48).
+    per_class = {
+        "crater": {"mAP": 1.0, "r_precision": 1.0, "ndcg@10": 1.0, "hit@10": 1.0, "n_relevant": 2.0},
+        "dune": {"mAP": 0.5, "r_precision": 0.0, "ndcg@10": 0.63, "hit@10": 1.0, "n_relevant": 1.0},
+    }
+    metrics = {"mAP": 0.75, "r_precision": 0.5, "ndcg@10": 0.8, "hit@10": 1.0}
+    save(_record(
+        TaskName.LANDFORM, CLIP, "landform-exact", metrics, dataset_dir="/data/lf-small/dataset",
+        provenance=provenance("/data/lf-small/dataset", FP_A), per_class=per_class,
+        counts={"images": 4, "classes": 2},
+        chance={"mAP": 0.9, "r_precision": 0.9, "ndcg@10": 0.9, "hit@10": 0.9},  # unused: exact wins
+    ))  # fmt: skip
+    sizeless = {name: {k: v for k, v in row.items() if k != "n_relevant"} for name, row in per_class.items()}
+    save(_record(
+        TaskName.LANDFORM, CLIP, "landform-chance", metrics, dataset_dir="/data/lf-old/dataset",
+        per_class=sizeless,
+        counts={"images": 50, "classes": 2},
+        chance={"mAP": 0.1234, "r_precision": 0.1, "ndcg@10": 0.2, "hit@10": 0.3},
+    ))  # fmt: skip
+    save(_record(
+        TaskName.GEOLOCALIZATION, CLIP, "geo-flat", {"f1": 0.4, "precision": 0.25, "recall": 1.0, "k": 50.0,
+                                                    "auprc": 0.0},
+        landform="yardangs", query_mode=QueryMode.TEXT, dataset_dir="/data/geo/dataset",
+    ))  # fmt: skip
+    save(_record(
+        TaskName.GEOLOCALIZATION, CLIP, "geo-normal", _geo_metrics(0.3, 0.2),
+        landform="yardangs", query_mode=QueryMode.IMAGE, dataset_dir="/data/geo/dataset",
+    ))  # fmt: skip
+    return root

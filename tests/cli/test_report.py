@@ -8,18 +8,22 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
-from report_fixtures import MARSCOPE, Results, write_results
+from report_fixtures import FP_A, FP_B, MARSCOPE, Results, write_results, write_two_datasets
 
 from marsbench.cli.leaderboard import FORCED_MARK, BoardEntry, build_boards
 from marsbench.cli.main import main
 from marsbench.cli.report import WrittenReport, generate_report
-from marsbench.cli.report.collect import Unreadable, collect, model_labels, read_record
+from marsbench.cli.report.baselines import expected_ap, paired_random
+from marsbench.cli.report.collect import Unreadable, collect, dataset_label, model_labels, read_record, slot
+from marsbench.evaluator.metrics.landform import metrics_from_hits
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import RunRecord
 
 MARSCOPE_LABEL = "marscope@marscope.pt"
+PAIRED_DS, GEO_DS = "paired/dataset", "geolocalization/dataset"  # fixture records: no fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -114,26 +118,27 @@ def test_markdown_leaderboards_hold_the_newest_values_x100_with_the_best_in_bold
     markdown = written[0].markdown.read_text()
     paired = table_rows(section(markdown, "Paired image-text retrieval"))
     assert paired == [
-        ["clip", "refined_caption", "12.34", "50.00", "12", "20.00", "11.11", "45.00", "12", "18.00"],
-        [MARSCOPE_LABEL, "refined_caption", "**23.45**", "**67.89**", "**5**", "**30.00**",
-         *paired[1][6:]],
+        ["clip", "refined_caption", PAIRED_DS, "12.34", "50.00", "12", "20.00", "11.11", "45.00", "12",
+         "18.00"],
+        [MARSCOPE_LABEL, "refined_caption", PAIRED_DS, "**23.45**", "**67.89**", "**5**", "**30.00**",
+         *paired[1][7:]],
     ]  # fmt: skip
-    assert all(cell.startswith("**") for cell in paired[1][2:])
+    assert all(cell.startswith("**") for cell in paired[1][3:])
     assert "99.99" not in markdown  # the superseded record
 
     landform = table_rows(section(markdown, "Landform retrieval"))
     assert landform == [
-        ["clip", "38.00", "25.00", "**60.00**", "**90.00**"],  # ties are all bold
-        [MARSCOPE_LABEL, "**60.80**", "**40.00**", "**60.00**", "**90.00**"],
+        ["clip", "landform/dataset", "38.00", "25.00", "**60.00**", "**90.00**"],  # ties are all bold
+        [MARSCOPE_LABEL, "landform/dataset", "**60.80**", "**40.00**", "**60.00**", "**90.00**"],
     ]
 
     geo_md = section(markdown, "Global geo-localization")
-    assert "| model | query | landslides F1 | yardangs F1 | mean F1 | mean AUPRC |" in geo_md
+    assert "| model | query | dataset | landslides F1 | yardangs F1 | mean F1 | mean AUPRC |" in geo_md
     assert table_rows(geo_md) == [
-        ["clip", "text", "12.00", "10.00", "11.00", "6.00"],
-        ["clip", "image", "**13.00**", "11.00", "**12.00**", "**7.00**"],
-        [f"{MARSCOPE_LABEL} {FORCED_MARK}", "text", "-", "**34.56**", "-", "-"],
-        [MARSCOPE_LABEL, "image", "-", "5.00", "-", "-"],
+        ["clip", "text", GEO_DS, "12.00", "10.00", "11.00", "6.00"],
+        ["clip", "image", GEO_DS, "**13.00**", "11.00", "**12.00**", "**7.00**"],
+        [f"{MARSCOPE_LABEL} {FORCED_MARK}", "text", GEO_DS, "-", "**34.56**", "-", "-"],
+        [MARSCOPE_LABEL, "image", GEO_DS, "-", "5.00", "-", "-"],
     ]
 
 
@@ -272,6 +277,79 @@ def test_a_report_of_one_v1_record_has_its_table_and_no_figure(tmp_path: Path) -
     (tmp_path / "results" / "p.json").write_text(record.model_dump_json())
     report = generate_report(tmp_path / "results", tmp_path / "out", warn=pytest.fail)
     markdown = report.markdown.read_text()
-    assert f"| {MARSCOPE_LABEL} | refined_caption | **50.00** | - |" in markdown
+    assert f"| {MARSCOPE_LABEL} | refined_caption | d | **50.00** | - |" in markdown
     assert "No curves in these records (version 1 records" in markdown and "![" not in markdown
     assert not (tmp_path / "out" / "figures").exists()
+
+
+# -- datasets, random baselines, AUPRC 0 (issue 18, item 5) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_datasets(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = write_two_datasets(tmp_path_factory.mktemp("two") / "results")
+    report = generate_report(root, tmp_path_factory.mktemp("two-report"), warn=pytest.fail)
+    return report.markdown.read_text()
+
+
+def test_a_run_on_a_second_dataset_is_a_second_row_not_a_newer_record(tmp_path: Path) -> None:
+    collected = collect(write_two_datasets(tmp_path / "results"))
+    paired = [item.record.id for item in collected.records if item.record.task is TaskName.PAIRED]
+    assert sorted(paired) == ["paired-a", "paired-b"] and collected.superseded_total == 0
+    record = next(item.record for item in collected.records if item.record.id == "paired-a")
+    assert dataset_label(record) == f"mars-a/dataset {FP_A[:8]}"
+    # Without a fingerprint (version 1 and hand-written records) the folder keys the run.
+    old = next(item.record for item in collected.records if item.record.id == "landform-chance")
+    assert slot(old).dataset == "dir:/data/lf-old/dataset" and dataset_label(old) == "lf-old/dataset"
+
+
+def test_two_datasets_have_their_own_rows_and_random_baselines(two_datasets: str) -> None:
+    paired = section(two_datasets, "Paired image-text retrieval")
+    rows = table_rows(paired)
+    label_a, label_b = f"mars-a/dataset {FP_A[:8]}", f"mars-b/dataset {FP_B[:8]}"
+    assert [row[:3] for row in rows] == [
+        ["clip", "refined_caption", label_a],
+        ["clip", "refined_caption", label_b],
+        ["_random ranking (N=240)_", "", f"_{label_a}_"],
+        ["_random ranking (N=4)_", "", f"_{label_b}_"],
+    ]
+    # N = 240: R@1 = 1/240, R@10 = 10/240, MedR = 241/2, MRR = H_240/240 = 6.05994/240 = 0.0252497.
+    assert rows[2][3:7] == ["_0.42_", "_4.17_", "_120.5_", "_2.52_"]
+    # N = 4: R@1 = 1/4, R@10 = 4/4, MedR = 5/2, MRR = (1 + 1/2 + 1/3 + 1/4)/4 = 25/48.
+    assert rows[3][3:7] == ["_25.00_", "_100.00_", "_2.5_", "_52.08_"]
+    assert rows[3][7:] == rows[3][3:7]  # the same both ways
+    assert "R@k = k/N, MedR = (N+1)/2, MRR = H_N/N" in paired
+    assert "Records from 2 datasets" in paired and "never replaced" in paired
+
+
+def test_landform_baseline_is_the_exact_expectation_or_the_records_chance(two_datasets: str) -> None:
+    landform = section(two_datasets, "Landform retrieval")
+    rows = {tuple(row[:2]): row[2:] for row in table_rows(landform)}
+    exact = rows[("_random ranking (N=4)_", f"_lf-small/dataset {FP_A[:8]}_")]
+    # N = 4, classes of R = 2 and 1. AP: 49/72 (the six placements of 2 in 4: 1, 5/6, 3/4, 7/12, 1/2,
+    # 5/12) and H_4/4 = 25/48: mean 0.6007. R-Prec: 2/4 and 1/4. nDCG@10: DCG of a random ranking
+    # (R/4)(1 + 0.63093 + 0.5 + 0.43068) over IDCG 1.63093 (R = 2) and 1 (R = 1): 0.78532 and 0.64040,
+    # mean 0.71286. Hit@10: 1 for both (10 >= N).
+    assert exact == ["_60.07_", "_37.50_", "_71.29_", "_100.00_"]
+    chance = rows[("_random ranking (N=50)_", "_lf-old/dataset_")]
+    assert chance == ["_12.34_", "_10.00_", "_20.00_", "_30.00_"]  # the record's chance block
+    assert "exact expectation per class" in landform and "20 seeded shuffles" in landform
+
+
+def test_expected_ap_matches_enumeration_and_monte_carlo() -> None:
+    assert expected_ap(4, 2) == pytest.approx(49 / 72)
+    assert expected_ap(4, 1) == pytest.approx(25 / 48) and expected_ap(7, 7) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    hits = np.zeros(30, dtype=bool)
+    hits[:5] = True
+    trials = [metrics_from_hits(rng.permutation(hits)[:12], 5).ap for _ in range(20_000)]
+    assert expected_ap(30, 5, max_k=12) == pytest.approx(float(np.mean(trials)), abs=0.005)
+    assert paired_random(1) == {f"{d}_{m}": 1.0 for d in ("i2t", "t2i") for m in ("r1", "r10", "medr", "mrr")}
+
+
+def test_geo_says_why_there_is_no_baseline_and_explains_auprc_zero(two_datasets: str) -> None:
+    geo = section(two_datasets, "Global geo-localization")
+    assert "random ranking" not in geo.split("\n- ", 1)[0]  # no baseline row
+    assert "the records hold neither tile count (counts: retrieved, gt_points)" in geo
+    assert "AUPRC 0.00 with recall 1 for clip (yardangs, text)" in geo and "zero width" in geo
+    assert "clip (yardangs, image)" not in geo

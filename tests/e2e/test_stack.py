@@ -244,3 +244,45 @@ def test_run_paired_end_to_end_reports_skipped_samples(
         caption_key="ori_caption",
     )  # fmt: skip
     assert other.collection != record.collection and other.caption_key == "ori_caption"
+
+
+# -- what users of OpenAI-compatible tools expect (issue 18, item 3) ------------------------------
+
+
+def test_the_openai_sdk_reads_marsbench_errors_and_embeds(stack: StackUrls, tiny_clip_ref: str) -> None:
+    """The real openai SDK against the real encoder on 127.0.0.1: before issue 18 it showed only
+    "Error code: 404" for an unknown model; now its error carries marsbench's message and type."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{stack.encoder}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(model="no-such-model", input="a crater")
+    with EncoderClient(stack.encoder, retries=0) as encoder, pytest.raises(ApiError) as ours:
+        encoder.model_info("no-such-model")
+    error = caught.value
+    assert isinstance(error, openai.APIError) and error.status_code == 404
+    assert isinstance(error.body, dict) and error.body["message"] == ours.value.message  # marsbench's words
+    assert "no-such-model" in error.message and ours.value.message in error.message
+    assert (error.type, error.code, error.param) == ("UnknownModel", "unknown_model", "model")
+    assert ours.value.code == "unknown_model" and ours.value.param == "model"
+
+    answer = client.embeddings.create(model=tiny_clip_ref, input=["a crater", "a yardang"])
+    assert [d.index for d in answer.data] == [0, 1] and len(answer.data[0].embedding) == 16
+    assert answer.model == tiny_clip_ref
+    with pytest.raises(openai.UnprocessableEntityError) as sized:
+        client.embeddings.create(model=tiny_clip_ref, input="a crater", dimensions=8)
+    assert sized.value.param == "dimensions" and "does not shorten" in str(sized.value.body)
+
+
+def test_every_service_answers_health(stack: StackUrls) -> None:
+    import httpx
+
+    for url in (stack.encoder, stack.indexer, stack.evaluator):
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}, url
+
+
+def test_an_unknown_collection_is_a_404(stack: StackUrls, tiny_clip_ref: str) -> None:
+    query = SearchRequest(collection="no-such-collection", model=tiny_clip_ref, text="a crater")
+    with EvaluatorClient(stack.evaluator, retries=0) as evaluator, pytest.raises(ApiError) as caught:
+        evaluator.search(query)
+    assert caught.value.status == 404 and caught.value.error == "NotIndexed"
+    assert "no-such-collection" in caught.value.message and "GET /v1/collections" in caught.value.message

@@ -85,13 +85,13 @@ def test_image_data_uri_and_binary_path_agree(client: TestClient) -> None:
 def test_unknown_model_is_404_listing_known_models(client: TestClient) -> None:
     response = client.post("/v1/embeddings", json={"model": "nope", "input": "x"})
     assert response.status_code == 404
-    assert "tiny-both" in response.json()["detail"]["known"]
+    assert "tiny-both" in response.json()["error"]["detail"]["known"]
 
 
 def test_modality_the_model_lacks_is_422(client: TestClient) -> None:
     response = client.post("/v1/embeddings", json={"model": "tiny-image-only", "input": "a crater"})
     assert response.status_code == 422
-    assert response.json()["error"] == "UnsupportedModality"
+    assert response.json()["error"]["type"] == "UnsupportedModality"
 
 
 def test_undecodable_image_is_422_naming_its_index_and_the_worker_survives(client: TestClient) -> None:
@@ -101,15 +101,15 @@ def test_undecodable_image_is_422_naming_its_index_and_the_worker_survives(clien
     ]
     response = client.post("/v1/embeddings/images", data={"model": "tiny-both"}, files=files)
     assert response.status_code == 422
-    assert response.json()["detail"]["index"] == 1
-    assert "input[1]" in response.json()["message"]
+    assert response.json()["error"]["detail"]["index"] == 1
+    assert "input[1]" in response.json()["error"]["message"]
     again = client.post("/v1/embeddings/images", data={"model": "tiny-both"}, files=files[:1])
     assert again.status_code == 200
 
 
 def test_bad_base64_and_unknown_fields_are_422(client: TestClient) -> None:
     bad = client.post("/v1/embeddings", json={"model": "tiny-both", "modality": "image", "input": ["%%%"]})
-    assert bad.status_code == 422 and bad.json()["detail"]["index"] == 0
+    assert bad.status_code == 422 and bad.json()["error"]["detail"]["index"] == 0
     extra = client.post("/v1/embeddings", json={"model": "tiny-both", "input": "x", "temperature": 1})
     assert extra.status_code == 422
 
@@ -144,7 +144,7 @@ def test_checkpoint_missing_weights_is_refused(
         "/v1/embeddings", json={"model": f"open_clip:local-dir:{tiny_clip_dir}@{ckpt}", "input": "x"}
     )
     assert response.status_code == 422  # permanent: a 503 had clients and jobs retry it for minutes
-    assert "lacks" in response.json()["message"]
+    assert "lacks" in response.json()["error"]["message"]
 
 
 def test_models_lists_the_benchmark_encoders_with_their_facts(client: TestClient) -> None:
@@ -167,7 +167,7 @@ def test_a_card_without_loading_answers_from_the_registry(client: TestClient) ->
         1024,
     )
     refused = client.post("/v1/embeddings", json={"model": "dinov3-vitl16", "input": ["a crater"]})
-    assert refused.status_code == 422 and "supports: image" in refused.json()["message"]
+    assert refused.status_code == 422 and "supports: image" in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -177,10 +177,10 @@ def test_a_card_without_loading_answers_from_the_registry(client: TestClient) ->
 def test_prompt_options_a_model_lacks_are_refused(client: TestClient, field: str, message: str) -> None:
     value = "Find an image." if field == "instruction" else "query"
     response = client.post("/v1/embeddings", json={"model": "tiny-both", "input": ["a crater"], field: value})
-    assert response.status_code == 422 and message in response.json()["message"]
+    assert response.status_code == 422 and message in response.json()["error"]["message"]
     files = [("images", ("0.png", png_bytes(1), "image/png"))]
     binary = client.post("/v1/embeddings/images", data={"model": "tiny-both", field: value}, files=files)
-    assert binary.status_code == 422 and message in binary.json()["message"]
+    assert binary.status_code == 422 and message in binary.json()["error"]["message"]
 
 
 def test_mllm_cards_show_their_default_instructions_without_loading(client: TestClient) -> None:
@@ -208,3 +208,59 @@ def test_float16_on_the_wire_halves_the_bytes_and_keeps_the_ranking(client: Test
     np.testing.assert_allclose(
         np.frombuffer(narrow.content, dtype="<f2"), np.frombuffer(wide.content, dtype="<f4"), atol=1e-3
     )
+
+
+# -- what users of OpenAI-compatible tools expect (issue 18, item 3) ------------------------------
+
+
+def test_errors_are_in_openai_shape_with_marsbench_detail(client: TestClient) -> None:
+    response = client.post("/v1/embeddings", json={"model": "nope", "input": "x"})
+    assert response.status_code == 404
+    body = response.json()
+    assert set(body) == {"error"}  # nothing beside it: OpenAI clients read body["error"]
+    error = body["error"]
+    assert (error["type"], error["code"], error["param"]) == ("UnknownModel", "unknown_model", "model")
+    assert "nope" in error["message"] and "tiny-both" in error["detail"]["known"]
+    invalid = client.post("/v1/embeddings", json={"model": "tiny-both", "input": "x", "temperature": 1})
+    error = invalid.json()["error"]
+    assert (error["type"], error["code"]) == ("ValidationError", "validation_error")
+    assert error["param"] == "temperature"
+    assert error["detail"]["errors"][0]["loc"] == ["body", "temperature"]
+    routing = client.get("/v1/no-such-route").json()["error"]
+    assert (routing["type"], routing["code"], routing["param"], routing["detail"]) == (
+        "NotFound",
+        "not_found",
+        None,
+        None,
+    )
+
+
+def test_health_is_an_alias_of_healthz(client: TestClient) -> None:
+    assert client.get("/health").json() == client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_model_card_does_not_load_the_model_unless_asked(client: TestClient) -> None:
+    engine: EncoderEngine = client.app.state.engine  # type: ignore[attr-defined]
+    card = client.get("/v1/models/tiny-image-only").json()
+    assert card["loaded"] is False and card["modalities"] == ["image"]
+    assert "tiny-image-only" not in engine.loaded_models()  # answered from the registry
+    loaded = client.get("/v1/models/tiny-image-only", params={"load": "true"}).json()
+    assert loaded["loaded"] is True and loaded["dimension"] == 16
+
+
+def test_dimensions_is_accepted_only_at_the_models_own_size(client: TestClient) -> None:
+    same = client.post("/v1/embeddings", json={"model": "tiny-both", "input": "x", "dimensions": 16})
+    assert same.status_code == 200 and len(same.json()["data"][0]["embedding"]) == 16
+    other = client.post("/v1/embeddings", json={"model": "tiny-both", "input": "x", "dimensions": 8})
+    assert other.status_code == 422, other.text
+    error = other.json()["error"]
+    assert error["param"] == "dimensions" and error["type"] == "InvalidInput"
+    assert "dimensions=8 is not supported" in error["message"] and "gives 16" in error["message"]
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 3], [[1, 2], [3]], 7])
+def test_token_id_input_is_a_422_saying_marsbench_takes_text(client: TestClient, tokens: object) -> None:
+    response = client.post("/v1/embeddings", json={"model": "tiny-both", "input": tokens})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "input" and "not token ids" in error["message"], error

@@ -206,7 +206,7 @@ def test_the_service_returns_the_in_process_vectors(
 def test_image_only_models_refuse_text_with_422(service: TestClient, family: str) -> None:
     response = service.post("/v1/embeddings", json={"model": f"tiny-{family}", "input": ["a crater"]})
     assert response.status_code == 422
-    assert "does not embed text" in response.json()["message"]
+    assert "does not embed text" in response.json()["error"]["message"]
 
 
 @pytest.mark.anyio

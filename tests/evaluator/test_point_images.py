@@ -143,7 +143,7 @@ def test_thumbnails_are_cached(
     assert first.status_code == again.status_code == 200 and again.content == first.content
     assert opener.calls == 1  # the dataset was opened once for all of them
     assert other_size.status_code == 404  # not cached at that size, and the file is gone
-    assert "crater_1.png" in other_size.json()["message"]
+    assert "crater_1.png" in other_size.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_bad_thumbnail_requests(
         response = client.get(url)
     assert response.status_code == status, response.text
     if error is not None:
-        assert response.json()["error"] == error
+        assert response.json()["error"]["type"] == error
 
 
 def test_a_dataset_outside_the_roots_is_refused(
@@ -187,8 +187,8 @@ def test_a_dataset_outside_the_roots_is_refused(
     with client:
         response = client.get(image_url(job, "crater/crater_0.png"))
     assert response.status_code == 403
-    body = response.json()
-    assert body["error"] == "PathNotAllowed" and body["detail"]["roots"] == [str(elsewhere.resolve())]
+    body = response.json()["error"]
+    assert body["type"] == "PathNotAllowed" and body["detail"]["roots"] == [str(elsewhere.resolve())]
     assert opener.calls == 0  # nothing was opened outside the roots
 
 
@@ -201,7 +201,8 @@ def test_without_an_indexer_or_a_job_the_image_is_unavailable(
         with client:
             response = client.get(image_url(job, "crater/crater_0.png"))
         assert response.status_code == 409
-        assert response.json()["error"] == "ImageUnavailable" and reason in response.json()["message"]
+        error = response.json()["error"]
+        assert error["type"] == "ImageUnavailable" and reason in error["message"]
 
 
 def test_a_dataset_that_is_gone_is_unavailable(
@@ -212,7 +213,7 @@ def test_a_dataset_that_is_gone_is_unavailable(
     client, _ = client_for(store, tmp_path, jobs)
     with client:
         response = client.get(image_url(job, "crater/crater_0.png"))
-    assert response.status_code == 409 and str(landform_folders) in response.json()["message"]
+    assert response.status_code == 409 and str(landform_folders) in response.json()["error"]["message"]
     assert moved.is_dir()
 
 

@@ -8,6 +8,7 @@ mid-job: tests/indexer/test_faults.py.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,3 +185,54 @@ def test_landform_parquet_file_that_is_no_parquet_is_skipped_by_name(
     assert (job.total, job.done, job.skipped) == (4, 4, 1)
     reason = skipped(job)["train-00001-of-00002.parquet"]
     assert reason.startswith("unreadable parquet file, skipped whole: ") and "magic bytes" in reason
+
+
+# ------------------------------------------------------------------ nothing indexed (issue 18, item 4)
+
+
+def _paired_shard(root: Path, n: int) -> None:
+    members = []
+    for i in range(n):
+        document = {"key": f"{i:09d}", "ori_caption": "a crater", "caption": {"refined_caption": "a crater."}}
+        members += [(f"{i:09d}.jpg", png_bytes(i)), (f"{i:09d}.json", json.dumps(document).encode())]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "000000.tar").write_bytes(tar_bytes(members))
+
+
+def test_a_misspelt_caption_key_fails_the_job_naming_the_key_and_the_fields(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    root = tmp_path / "paired"
+    _paired_shard(root, 6)
+    jobs = manager(store, tmp_path)
+    request = JobCreate(
+        task=TaskName.PAIRED, model="fake", dataset_dir=str(root), caption_key="refined_captoin"
+    )
+    job = jobs.wait(jobs.submit(request).id, 60)
+    assert job.state is JobState.FAILED and job.done == 0
+    assert job.error is not None and "'refined_captoin' is in none of the 6 samples" in job.error
+    assert "top-level fields key, ori_caption, caption" in job.error
+    assert (
+        "'caption' object fields refined_caption" in job.error
+        and "did you mean 'refined_caption'" in job.error
+    )
+    assert job.collection not in {info.name for info in store.list_collections()}  # no empty collection left
+    # The right key indexes all of them.
+    good = jobs.wait(jobs.submit(request.model_copy(update={"caption_key": "refined_caption"})).id, 60)
+    assert good.state is JobState.SUCCEEDED and good.done == 6, good.error
+
+
+def test_a_landform_folder_whose_every_image_is_skipped_fails_with_the_most_common_reason(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    root = tmp_path / "landform"
+    for name in ("crater", "dune"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{name}_{i}.png").write_bytes(b"")
+    (root / "dune" / "notes.png").write_bytes(b"a text file with an image name")
+    job = run_job(manager(store, tmp_path), TaskName.LANDFORM, root)
+    assert job.state is JobState.FAILED and job.done == 0 and job.skipped == 7
+    assert job.error is not None and "nothing indexed (0 of 7 items)" in job.error
+    assert "most common reason (6 of 7): empty file" in job.error
+    assert job.collection not in {info.name for info in store.list_collections()}

@@ -93,7 +93,7 @@ def test_encoder_reports_batches_items_queue_and_model_events(encoder: TestClien
     assert value(samples, "marsbench_encoder_models_loaded") == 1
     assert value(samples, "marsbench_encoder_model_events_total", model="tiny-a", event="load") == 1
     # One model fits (max_loaded_models=1): loading another unloads the first.
-    assert encoder.get("/v1/models/tiny-b").status_code == 200
+    assert encoder.get("/v1/models/tiny-b", params={"load": "true"}).status_code == 200
     samples = scrape(encoder)
     assert value(samples, "marsbench_encoder_model_events_total", model="tiny-b", event="load") == 1
     assert value(samples, "marsbench_encoder_model_events_total", model="tiny-a", event="unload") == 1

@@ -124,12 +124,12 @@ def test_401_is_in_the_services_error_shape(make_encoder: object) -> None:
     client = make_encoder(api_key=KEY)  # type: ignore[operator]
     missing = client.get("/v1/models")
     assert missing.status_code == 401
-    body = missing.json()
-    assert body["error"] == "Unauthorized" and "Authorization: Bearer" in body["message"]
+    body = missing.json()["error"]
+    assert body["type"] == "Unauthorized" and "Authorization: Bearer" in body["message"]
     assert body["message"].startswith("missing API key")
     assert missing.headers["WWW-Authenticate"] == 'Bearer realm="marsbench"'
     wrong = client.get("/v1/models", headers={"Authorization": "Bearer " + KEY[:-1] + "X"})
-    assert wrong.status_code == 401 and wrong.json()["message"].startswith("invalid API key")
+    assert wrong.status_code == 401 and wrong.json()["error"]["message"].startswith("invalid API key")
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
     # Non-ASCII bytes in the header are compared like any others, not a 500.
     odd = client.get("/v1/models", headers={"Authorization": "Bearer \xe9\xff".encode("latin-1")})

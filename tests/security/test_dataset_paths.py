@@ -91,8 +91,8 @@ def test_indexer_and_evaluator_answer_403_naming_path_and_roots(
         for attempt in (str(layout["outside"]), f"{layout['root']}/../private", f"{layout['root']}/escape"):
             response = services[name].post(path, json=body | {"dataset_dir": attempt})
             assert response.status_code == 403, (name, attempt, response.text)
-            answer = response.json()
-            assert answer["error"] == "PathNotAllowed"
+            answer = response.json()["error"]
+            assert answer["type"] == "PathNotAllowed"
             assert answer["detail"] == {"path": attempt, "roots": [str(layout["root"])]}
             assert "MARSBENCH_DATASET_ROOTS" in answer["message"]
 

@@ -45,7 +45,7 @@ def test_pixels_per_request_are_budgeted_before_decoding(
     ]
     for answer in answers:
         assert answer.status_code == 413, answer.text
-        body = answer.json()
+        body = answer.json()["error"]
         assert "MARSBENCH_ENCODER_MAX_REQUEST_PIXELS" in body["message"] and "6400" in body["message"]
         assert body["detail"] == {"setting": "MARSBENCH_ENCODER_MAX_REQUEST_PIXELS", "limit": 4800}
     assert decoded == []  # refused from the headers: nothing was decoded

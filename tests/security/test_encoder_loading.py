@@ -85,7 +85,7 @@ def test_a_checkpoint_without_weights_is_a_422_over_http(tmp_path: Path) -> None
     with TestClient(create_app(engine=engine)) as client:
         answer = client.post("/v1/embeddings", json={"model": f"marsbench-tiny@{empty}", "input": "x"})
         assert answer.status_code == 422, answer.text
-        assert "holds no weights" in answer.json()["message"]
+        assert "holds no weights" in answer.json()["error"]["message"]
 
 
 @pytest.mark.anyio
@@ -135,7 +135,7 @@ def test_client_named_checkpoints_are_never_unpickled(tiny_clip_dir: Path, tmp_p
         for ref in (f"{TINY}@{ckpt}", f"open_clip:local-dir:{tiny_clip_dir}@{ckpt}"):
             answer = client.post("/v1/embeddings", json={"model": ref, "input": "x"})
             assert answer.status_code == 422, answer.text
-            assert "pickled objects" in answer.json()["message"]
+            assert "pickled objects" in answer.json()["error"]["message"]
         assert not marker.exists()
 
 
@@ -177,10 +177,10 @@ def test_paths_outside_the_model_roots_get_one_answer(tiny_clip_dir: Path, tmp_p
         for ref in refs:
             for answer in (
                 client.post("/v1/embeddings", json={"model": ref, "input": "x"}),
-                client.get(f"/v1/models/{ref}"),
+                client.get(f"/v1/models/{ref}", params={"load": "true"}),
             ):
                 assert answer.status_code == 422, (ref, answer.text)
-                message = answer.json()["message"]
+                message = answer.json()["error"]["message"]
                 assert "MARSBENCH_ENCODER_MODEL_ROOTS" in message and str(root) in message, message
                 assert "exist" not in message
         # The registry's own paths are the operator's: tiny-both lives outside the roots and serves.
@@ -226,4 +226,4 @@ def test_unreadable_and_missing_files_are_a_4xx_never_a_500_or_503(
         for ref, expected in cases.items():
             answer = client.post("/v1/embeddings", json={"model": ref, "input": "x"})
             assert answer.status_code == 422, (ref, answer.text)
-            assert expected in answer.json()["message"], (ref, answer.json())
+            assert expected in answer.json()["error"]["message"], (ref, answer.json())

@@ -105,11 +105,11 @@ def test_random_weights_only_when_asked_for_and_then_on_the_card(test_arch: str)
         for ref in (f"open_clip:{test_arch}", "forgot-weights"):
             answer = client.post("/v1/embeddings", json={"model": ref, "input": "x"})
             assert answer.status_code == 422, answer.text
-            message = answer.json()["message"]
+            message = answer.json()["error"]["message"]
             assert "random weights" in message and f"open_clip:{test_arch}:random" in message, message
         for ref in (f"open_clip:{test_arch}:random", "random-on-purpose"):
             assert client.post("/v1/embeddings", json={"model": ref, "input": "x"}).status_code == 200
-            card = client.get(f"/v1/models/{ref}").json()
+            card = client.get(f"/v1/models/{ref}", params={"load": "true"}).json()
             assert card["random_weights"] is True and card["loaded"] is True
         listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
         assert listed["random-on-purpose"]["random_weights"] is True

@@ -64,8 +64,8 @@ def indexer(tmp_path: Path) -> Iterator[TestClient]:
 def _refused(response: Any, field: str) -> dict[str, Any]:
     """A 422 in the services' error body whose message names `field`."""
     assert response.status_code == 422, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error"] in ("ValidationError", "InvalidJob", "InvalidRun"), body
+    body: dict[str, Any] = response.json()["error"]
+    assert body["type"] in ("ValidationError", "InvalidJob", "InvalidRun"), body
     assert field in body["message"], body
     return body
 
@@ -182,12 +182,12 @@ def pickled_model(tmp_path: Path) -> Iterator[tuple[TestClient, Path]]:
 def test_a_local_model_folder_holding_a_pickle_is_a_422(pickled_model: tuple[TestClient, Path]) -> None:
     client, weights = pickled_model
     for response in (
-        client.get("/v1/models/evil"),
+        client.get("/v1/models/evil", params={"load": "true"}),
         client.post("/v1/embeddings", json={"model": "evil", "input": ["crater"], "modality": "text"}),
-        client.get(f"/v1/models/open_clip:ViT-B-32@{weights}"),
+        client.get(f"/v1/models/open_clip:ViT-B-32@{weights}", params={"load": "true"}),
     ):
         assert response.status_code == 422, response.text
-        assert "evil" in response.json()["message"], response.text  # names the model or its file
+        assert "evil" in response.json()["error"]["message"], response.text  # names the model or its file
 
 
 def test_an_unwrapped_unpickling_error_is_still_a_422(
@@ -201,9 +201,9 @@ def test_an_unwrapped_unpickling_error_is_still_a_422(
         raise pickle.UnpicklingError("Weights only load failed")
 
     monkeypatch.setattr(engine, "describe", refuse)
-    response = client.get("/v1/models/evil")
+    response = client.get("/v1/models/evil", params={"load": "true"})
     assert response.status_code == 422, response.text
-    body = response.json()
+    body = response.json()["error"]
     assert (
-        body["error"] == "UnsafeWeights" and "'evil'" in body["message"] and "safetensors" in body["message"]
+        body["type"] == "UnsafeWeights" and "'evil'" in body["message"] and "safetensors" in body["message"]
     )

@@ -33,7 +33,7 @@ def files(blobs: list[bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 def assert_limit(response: object, status: int, setting: str) -> dict[str, object]:
     assert response.status_code == status, response.text  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
+    body = response.json()["error"]  # type: ignore[attr-defined]
     assert setting in body["message"], body
     return body
 
@@ -45,7 +45,7 @@ def test_declared_body_over_the_limit_is_413_naming_the_setting(make_encoder: ob
     client = make_encoder(max_body_mb=0.01)  # type: ignore[operator]  # 10,485 bytes
     big = {"model": TINY, "input": ["x" * 20_000]}
     body = assert_limit(client.post("/v1/embeddings", json=big), 413, "MARSBENCH_ENCODER_MAX_BODY_MB")
-    assert body["error"] == "LimitExceeded" and body["detail"]["limit"] == 10_485
+    assert body["type"] == "LimitExceeded" and body["detail"]["limit"] == 10_485
     assert client.post("/v1/embeddings", json={"model": TINY, "input": ["x" * 100]}).status_code == 200
 
 
@@ -116,7 +116,8 @@ def test_image_pixels_over_the_limit_are_refused_before_decoding(make_encoder: o
         "/v1/embeddings/images", data={"model": TINY}, files=files([png_bytes(0), png_bytes(1, size=41)])
     )
     assert response.status_code == 422
-    assert "input[1]" in response.json()["message"] and "over the limit of 1600" in response.json()["message"]
+    message = response.json()["error"]["message"]
+    assert "input[1]" in message and "over the limit of 1600" in message
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -127,7 +128,7 @@ def test_decompression_bomb_is_refused_at_the_default_limit(make_encoder: object
     assert len(buffer.getvalue()) < 200_000
     client = make_encoder()  # type: ignore[operator]
     response = client.post("/v1/embeddings/images", data={"model": TINY}, files=files([buffer.getvalue()]))
-    assert response.status_code == 422 and "10000x10000" in response.json()["message"]
+    assert response.status_code == 422 and "10000x10000" in response.json()["error"]["message"]
 
 
 # -- unknown fields and bounds ------------------------------------------------------------------------
@@ -159,7 +160,13 @@ def test_every_json_request_body_is_a_strict_model(tmp_path: Path) -> None:
         create_evaluator(EvaluatorSettings(data_dir=tmp_path)),
     ]
     seen = set().union(*(_body_models(app) for app in apps))  # KeyError: a body that is not strict
-    assert {m.__name__ for m in seen} == {"EmbeddingRequest", "JobCreate", "RunCreate", "SearchRequest"}
+    assert {m.__name__ for m in seen} == {
+        "EmbeddingRequest",
+        "JobCreate",
+        "RunCreate",
+        "SearchRequest",
+        "SnapshotImport",
+    }
     for model in _subclasses(StrictModel):
         assert model.model_config.get("extra") == "forbid", model
 

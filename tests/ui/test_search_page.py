@@ -71,6 +71,7 @@ class Indexed:
     urls: StackUrls
     collection: str
     dataset: Path
+    sites: dict[str, int]  # ground-truth points per landform
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Indexed]:
             )
             job = indexer.wait(job.id, poll_s=0.1)
         assert job.state is JobState.SUCCEEDED and job.done == data.geo.tiles
-        yield Indexed(urls, job.collection, data.geo.dataset_dir)
+        yield Indexed(urls, job.collection, data.geo.dataset_dir, dict(data.geo.points))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,7 @@ def cards(driver: Any) -> list[dict[str, Any]]:
     return driver.execute_script(
         """return [...document.querySelectorAll('#grid .card')].map(card => ({
             rank: Number(card.dataset.rank),
+            id: card.dataset.id,
             score: Number(card.querySelector('.score').textContent),
             scoreText: card.querySelector('.score').textContent,
             lon: Number(card.dataset.lon),
@@ -153,6 +155,27 @@ def loaded_thumbnails(driver: Any) -> int:
 
 def dots(driver: Any) -> int:
     return int(driver.execute_script("return document.querySelectorAll('#map .dot').length"))
+
+
+def basemap(driver: Any) -> dict[str, Any]:
+    """The map's image: decoded (naturalWidth), where from, and drawn in the SVG."""
+    return driver.execute_script(
+        """const img = document.getElementById('basemap');
+        return {width: img.complete ? img.naturalWidth : 0, height: img.naturalHeight,
+                source: img.dataset.source || null,
+                drawn: document.querySelectorAll('#map image.basemap').length}"""
+    )
+
+
+def sites(driver: Any) -> int:
+    return int(driver.execute_script("return document.querySelectorAll('#map .site').length"))
+
+
+def open_link(driver: Any, url: str) -> None:
+    """Load a shared link in a fresh page (not a same-document hash change) and wait for its search."""
+    driver.get("about:blank")
+    driver.get(url)
+    wait_until(driver, lambda d: searches(d) >= 1, "the linked search to run")
 
 
 def set_value(driver: Any, element_id: str, value: str) -> None:
@@ -197,6 +220,12 @@ def test_search_page_end_to_end(indexed: Indexed, browser: Any, record_property:
     assert all(len(c["scoreText"].split(".")[1]) == 4 for c in found)  # 4 decimals
     wait_until(driver, lambda d: loaded_thumbnails(d) >= 1, "a thumbnail to load")
     assert dots(driver) == 20
+
+    # The basemap: the synthetic dataset has no mars_map/, so the bundled relief, decoded and drawn.
+    wait_until(driver, lambda d: basemap(d)["drawn"] == 1, "the basemap to be drawn")
+    shown = basemap(driver)
+    assert shown["width"] > 0 and shown["width"] == 2 * shown["height"], shown
+    assert shown["source"] == "bundled", shown
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     wait_until(driver, lambda d: loaded_thumbnails(d) == 20, "every thumbnail")
     assert driver.save_screenshot(str(PLANET_SCREENSHOT))
@@ -207,6 +236,9 @@ def test_search_page_end_to_end(indexed: Indexed, browser: Any, record_property:
     more = cards(driver)
     assert [c["rank"] for c in more] == list(range(1, 41)) and dots(driver) == 40
     assert more[20]["score"] <= more[19]["score"]
+    # The link now holds the query and its two pages.
+    paged_link = driver.current_url
+    assert "#" in paged_link and "pages=2" in paged_link and "q=yardangs" in paged_link, paged_link
 
     # A region-restricted search: every hit inside the box, which the map draws.
     driver.find_element(By.CSS_SELECTOR, "input[name=region][value=bbox]").click()
@@ -220,10 +252,23 @@ def test_search_page_end_to_end(indexed: Indexed, browser: Any, record_property:
     assert driver.find_elements(By.CSS_SELECTOR, "#map .region")
     wait_until(driver, lambda d: loaded_thumbnails(d) == 20, "every thumbnail of the region search")
 
+    # Ground-truth sites of the landform picked: one dot per catalogue point, gone with "none".
+    Select(driver.find_element(By.ID, "sites")).select_by_value("yardangs")
+    wait_until(driver, lambda d: sites(d) == indexed.sites["yardangs"], "the yardang sites")
+    Select(driver.find_element(By.ID, "sites")).select_by_value("pitted_cones")
+    wait_until(driver, lambda d: sites(d) == indexed.sites["pitted_cones"], "the pitted-cone sites")
+    Select(driver.find_element(By.ID, "sites")).select_by_value("yardangs")
+    wait_until(driver, lambda d: sites(d) == indexed.sites["yardangs"], "the yardang sites again")
+
     # The zoomed map, then the screenshot a reviewer looks at.
     driver.find_element(By.ID, "map-view").click()
     assert driver.save_screenshot(str(SCREENSHOT))
     record_property("screenshot", str(SCREENSHOT))
+    region_link = driver.current_url
+    assert "bbox=" in region_link and "sites=yardangs" in region_link and "zoom=1" in region_link, region_link
+    driver.find_element(By.ID, "copy-link").click()
+    wait_until(driver, lambda d: d.find_element(By.ID, "share-link").is_displayed(), "the link to show")
+    assert driver.find_element(By.ID, "share-link").get_attribute("value") == region_link
     print(f"search page screenshots: {SCREENSHOT}, {PLANET_SCREENSHOT}")
 
     # An image query: the upload goes out as a data: URI.
@@ -244,3 +289,15 @@ def test_search_page_end_to_end(indexed: Indexed, browser: Any, record_property:
     search(driver)
     message = driver.find_element(By.ID, "message")
     assert message.is_displayed() and "no-such-model" in message.text, message.text
+
+    # Shared links: loading one runs its search and shows the same results (and pages, sites, zoom).
+    open_link(driver, region_link)
+    wait_until(driver, lambda d: len(cards(d)) == 20, "the region search from its link")
+    assert [c["id"] for c in cards(driver)] == [c["id"] for c in inside]
+    assert driver.find_element(By.ID, "text").get_attribute("value") == "yardangs"
+    assert float(driver.find_element(By.ID, "lon-max").get_attribute("value")) == REGION[2]
+    wait_until(driver, lambda d: sites(d) == indexed.sites["yardangs"], "the linked sites")
+    assert driver.find_element(By.ID, "map-view").text == "Whole planet"  # zoomed, as shared
+    open_link(driver, paged_link)
+    wait_until(driver, lambda d: len(cards(d)) == 40, "both pages from the link")
+    assert [c["id"] for c in cards(driver)] == [c["id"] for c in more]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +21,16 @@ from marsbench.cli.leaderboard import (
     build_boards,
     parity_metrics,
 )
-from marsbench.cli.report.collect import Collected, FoundRecord, RunSlot, model_labels, slot
+from marsbench.cli.report import baselines
+from marsbench.cli.report.collect import (
+    Collected,
+    FoundRecord,
+    RunSlot,
+    dataset_key,
+    dataset_label,
+    model_labels,
+    slot,
+)
 from marsbench.cli.report.figures import Series, model_colors, per_class_figure, pr_figure, recall_at_k_figure
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import RunRecord
@@ -118,8 +127,12 @@ def _section(
             _entries(having, context, lambda r, name=name: r.variants[name]), track_forced=True
         )
         variants.append((name, other))
+    rows, baseline_notes = _baselines(task, records)
+    board = replace(board, baselines=rows)
+    variants = [(name, replace(other, baselines=rows)) for name, other in variants]
     notes = [
         *_dataset_notes(records),
+        *baseline_notes,
         *_forced_notes(records, context),
         *_superseded_notes(superseded, context),
         *_variant_notes(records, [name for name, _ in variants]),
@@ -128,6 +141,8 @@ def _section(
         value is None for _, values in board.rows for value in values[-2:]
     ):
         notes.append("mean F1 / mean AUPRC only for rows with a record for every landform ('-' otherwise).")
+    if task is TaskName.GEOLOCALIZATION:
+        notes += _zero_auprc_notes(records, context)
     figures, figure_notes = _figures(task, found, context)
     maps, map_notes = _maps(found, context) if task is TaskName.GEOLOCALIZATION else ([], [])
     return Section(task, board, variants, [*notes, *figure_notes, *map_notes], figures, maps)
@@ -143,6 +158,7 @@ def _entries(
             caption_key=slot(record).caption_key,
             landform=record.landform,
             query_mode=slot(record).query_mode,
+            dataset=dataset_label(record),
             metrics=dict(metrics(record)),
             forced=record.forced,
         )
@@ -166,12 +182,75 @@ def _runs(n: int) -> str:
 
 
 def _dataset_notes(records: Sequence[RunRecord]) -> list[str]:
-    datasets = sorted({record.dataset_dir for record in records})
-    if len(datasets) == 1:
-        return [f"Dataset: {datasets[0]}."]
+    """Each dataset column value with its folder; the column's fingerprint is the reader's
+    (`provenance.dataset.fingerprint`: file names, sizes and reader options), absent from version 1
+    records, which are told apart by folder."""
+    labels = {dataset_label(record): record.dataset_dir for record in records}
+    described = "; ".join(f"{label} = {path}" for label, path in sorted(labels.items()))
+    if len(labels) == 1:
+        return [f"Dataset: {described} (the dataset column: folder and the data's fingerprint)."]
     return [
-        f"Records from {len(datasets)} datasets ({'; '.join(datasets)}): "
-        "numbers compare only within one dataset."
+        f"Records from {len(labels)} datasets ({described}): a run on one is never replaced by a run on "
+        "another, and numbers compare only within one dataset."
+    ]
+
+
+_RANDOM = "random ranking"
+
+
+def _baselines(
+    task: TaskName, records: Sequence[RunRecord]
+) -> tuple[tuple[tuple[tuple[str, ...], tuple[float | None, ...]], ...], list[str]]:
+    """One random-ranking row per dataset of the section (none for geo), and the footnotes saying how
+    they were computed or what is missing. Rows are built for the board's columns by `build_boards`."""
+    if task is TaskName.GEOLOCALIZATION:
+        return (), [baselines.GEO_MISSING]
+    compute = baselines.paired_baseline if task is TaskName.PAIRED else baselines.landform_baseline
+    by_dataset: dict[str, list[RunRecord]] = {}
+    for record in records:
+        by_dataset.setdefault(dataset_key(record), []).append(record)
+    rows, missing, methods = [], [], set()
+    for group in by_dataset.values():
+        found = next((b for b in map(compute, group) if b is not None), None)
+        label = dataset_label(group[0])
+        if found is None:
+            missing.append(label)
+            continue
+        methods.add(found.exact)
+        name = f"{_RANDOM} ({found.size})" if found.size else _RANDOM
+        entry = BoardEntry(task, name, caption_key="", dataset=label, metrics=found.metrics)
+        [board] = build_boards([entry])
+        rows.append((board.rows[0][0], tuple(board.rows[0][1])))
+    notes = []
+    if task is TaskName.PAIRED and methods:
+        notes.append(baselines.PAIRED_FORMULA)
+    if task is TaskName.LANDFORM:
+        if True in methods:
+            notes.append(baselines.LANDFORM_EXACT_FORMULA)
+        if False in methods:
+            notes.append(baselines.LANDFORM_CHANCE_FORMULA)
+    if missing:
+        what = "counts.pairs" if task is TaskName.PAIRED else "counts.images with class sizes, or chance"
+        notes.append(f"No random baseline for {', '.join(missing)}: the records hold no {what}.")
+    return tuple(rows), notes
+
+
+def _zero_auprc_notes(records: Sequence[RunRecord], context: _Context) -> list[str]:
+    """Parity AUPRC is a trapezoid sum over recall on the k grid: when recall is 1 at every grid k
+    (every ground-truth point covered from the first k on) all trapezoids have zero width and the
+    area is 0, however good the precision. Detected as AUPRC 0 with recall 1 at the best point
+    (recall never falls as k grows, and any grid point below recall 1 would give a positive area)."""
+    runs = [
+        _describe(record, context)
+        for record in records
+        if (metrics := parity_metrics(record)).get("auprc") == 0.0 and metrics.get("recall", 0.0) >= 1.0
+    ]
+    if not runs:
+        return []
+    return [
+        f"AUPRC 0.00 with recall 1 for {', '.join(runs)}: recall is already 1 at every k of the parity "
+        "grid, so the trapezoids over recall have zero width and the area is 0 by construction, not a "
+        "failed retrieval; read F1 and precision for these runs (docs/benchmarks/geo-metrics.md)."
     ]
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -47,6 +47,9 @@ class RunSlot(NamedTuple):
     caption_key: str | None
     landform: str | None
     query_mode: str | None
+    # The data measured on: the reader's fingerprint (`provenance.dataset.fingerprint`), or for records
+    # without one (version 1) `dir:<dataset_dir>`. A run on another dataset is another run.
+    dataset: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,32 @@ def slot(record: RunRecord) -> RunSlot:
     # A paired record without a caption key was made with the default one (as benchmark.record_key).
     caption_key = (record.caption_key or DEFAULT_CAPTION_KEY) if record.task is TaskName.PAIRED else None
     mode = str(record.query_mode) if record.query_mode is not None else None
-    return RunSlot(record.task, record.model, caption_key, record.landform, mode)
+    return RunSlot(record.task, record.model, caption_key, record.landform, mode, dataset_key(record))
+
+
+def dataset_fingerprint(record: RunRecord) -> str | None:
+    return record.provenance.dataset.fingerprint if record.provenance is not None else None
+
+
+def dataset_key(record: RunRecord) -> str:
+    """What tells datasets apart: the reader's fingerprint, else (older records) the folder."""
+    return dataset_fingerprint(record) or f"dir:{record.dataset_dir}"
+
+
+def dataset_folder(path: str) -> str:
+    """A dataset folder in short: its name, with its parent's when the name is the published `dataset`."""
+    folder = PurePath(path)
+    if folder.name == "dataset" and folder.parent.name:
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name or path
+
+
+def dataset_label(record: RunRecord) -> str:
+    """The dataset column: folder name and the fingerprint's first 8 hex digits (when the record has
+    one), e.g. `paired/dataset 1a2b3c4d`."""
+    fingerprint = dataset_fingerprint(record)
+    folder = dataset_folder(record.dataset_dir)
+    return f"{folder} {fingerprint[:8]}" if fingerprint else folder
 
 
 def candidate_files(results_dir: Path) -> list[Path]:
@@ -148,6 +176,7 @@ def _slot_order(key: RunSlot) -> tuple[object, ...]:
         key.caption_key or "",
         key.landform or "",
         _MODE_ORDER.get(key.query_mode or "", len(_MODE_ORDER)),
+        key.dataset,
     )
 
 

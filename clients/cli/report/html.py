@@ -28,6 +28,7 @@ th { background: #f4f5f7; text-align: left; white-space: nowrap; }
 td.num, th.num { text-align: right; }
 td.best { font-weight: 700; background: #e8f4ea; }
 tbody tr:hover { background: #fafafa; }
+tr.baseline td { color: #666; font-style: italic; }
 ul.notes { color: #444; padding-left: 1.2em; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -60,6 +61,12 @@ def table(board: Leaderboard) -> str:
             text = f"<strong>{_e(cell.text)}</strong>" if cell.best else _e(cell.text)
             cells.append(f"<td{attribute}>{text}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
+    for row in board.formatted_baselines():  # the random-ranking rows: never best
+        cells = [
+            f'<td class="num">{_e(cell.text)}</td>' if i >= names else f"<td>{_e(cell.text)}</td>"
+            for i, cell in enumerate(row)
+        ]
+        body.append(f'<tr class="baseline">{"".join(cells)}</tr>')
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"

@@ -59,15 +59,19 @@ async def _encoder_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc, STATUS)
     detail: dict[str, object] = {}
     headers: dict[str, str] = {}
+    param: str | None = None  # OpenAI's name for the request field at fault
     if isinstance(exc, UnknownModel):
         detail["known"] = exc.known
-    if isinstance(exc, InvalidInput) and exc.index is not None:
-        detail["index"] = exc.index
+        param = "model"
+    if isinstance(exc, InvalidInput):
+        param = exc.param or "input"
+        if exc.index is not None:
+            detail["index"] = exc.index
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if isinstance(exc, TimedOut):
         detail |= {"setting": "MARSBENCH_ENCODER_REQUEST_TIMEOUT_S", "limit": exc.timeout_s}
-    return error_response(exc, status, detail=detail, headers=headers)
+    return error_response(exc, status, detail=detail, param=param, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -58,9 +58,10 @@ class UnsupportedModality(EncoderError):
 
 
 class InvalidInput(EncoderError):
-    def __init__(self, message: str, index: int | None = None) -> None:
+    def __init__(self, message: str, index: int | None = None, param: str | None = None) -> None:
         super().__init__(message if index is None else f"input[{index}]: {message}")
         self.index = index
+        self.param = param  # the request field at fault, when it is not `input`
 
 
 class ModelLoadFailed(EncoderError):

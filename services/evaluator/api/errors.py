@@ -17,16 +17,17 @@ from marsbench.evaluator.core.errors import (
 )
 from marsbench.files import DiskFull
 from marsbench.http import error_response, install_error_bodies, status_for
-from marsbench.store import StoreError
+from marsbench.store import CollectionNotFound, StoreError
 
 STATUS: dict[type[Exception], int] = {
     DiskFull: 507,  # a run record (or its map) could not be written for lack of space
     RunNotFound: 404,
     PointNotFound: 404,
-    NotIndexed: 409,
+    NotIndexed: 404,  # no such collection (an unknown name, or (task, model, data) not indexed yet)
     IncompleteIndex: 409,
     ImageUnavailable: 409,
     InvalidRun: 422,
+    CollectionNotFound: 404,  # a collection named but missing, wherever it escapes a route
     StoreError: 503,
     MarsbenchError: 502,
 }
@@ -35,7 +36,8 @@ STATUS: dict[type[Exception], int] = {
 async def _error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ApiError) and exc.status in (404, 422):
         # The encoder refused the query (unknown model, modality it lacks): the caller's to fix.
-        return error_response(exc, 422, error=exc.error, message=f"encoder: {exc.message}", detail=exc.detail)
+        message = f"encoder: {exc.message}"
+        return error_response(exc, 422, error=exc.error, message=message, detail=exc.detail, param=exc.param)
     detail = exc.detail if isinstance(exc, IncompleteIndex) else None
     return error_response(exc, status_for(exc, STATUS), detail=detail)
 

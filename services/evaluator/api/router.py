@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from marsbench.evaluator.api.routes import collections, runs, search
+from marsbench.evaluator.api.routes import collections, maps, runs, search
 from marsbench.http import probes_router
 
 api_router = APIRouter()
@@ -12,3 +12,4 @@ api_router.include_router(probes_router())
 api_router.include_router(runs.router)
 api_router.include_router(search.router)
 api_router.include_router(collections.router)
+api_router.include_router(maps.router)

@@ -3,7 +3,7 @@
 EvaluatorError
 ├── RunNotFound      404
 ├── PointNotFound    404  no such collection or point, or the dataset no longer holds its image
-├── NotIndexed       409  the collection for (task, model, data) does not exist yet
+├── NotIndexed       404  no such collection: the one named, or the one for (task, model, data)
 ├── IncompleteIndex  409  its indexing job has not succeeded (detail: the job's progress)
 ├── ImageUnavailable 409  a point's image cannot be read: no indexer or job names its dataset, or
 │                         the dataset cannot be opened or decoded

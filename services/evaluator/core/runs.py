@@ -233,7 +233,7 @@ class RunService:
         why = f": {job.error}" if job.error else ""
         advice = (
             f"resume it (POST /v1/jobs/{job.id}/resume on the indexer, or `marsbench jobs resume {job.id}`)"
-            if job.state is JobState.FAILED
+            if job.state in (JobState.FAILED, JobState.CANCELLED)
             else "wait for it to finish"
         )
         raise IncompleteIndex(

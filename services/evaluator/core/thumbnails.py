@@ -166,6 +166,11 @@ class PointImages:
             raise ImageUnavailable(f"the {job.task.value} reader cannot look images up by payload")
         return reader
 
+    def job(self, collection: str) -> JobStatus:
+        """The collection's current indexing job (ImageUnavailable when none is known): where its
+        dataset lies, for the search page's basemap and ground-truth sites too."""
+        return self._job(collection)
+
     def _job(self, collection: str) -> JobStatus:
         """The collection's latest indexing job, kept for `job_ttl_s`."""
         now = time.monotonic()

@@ -68,7 +68,12 @@ class LandformMetrics:
         }
 
     def per_class_table(self) -> dict[str, dict[str, float]]:
-        return {name: metrics.as_dict() for name, metrics in self.per_class.items()}
+        """Each class's metrics and `n_relevant`, its relevant images (the report's exact
+        random-ranking baseline needs it)."""
+        return {
+            name: {**metrics.as_dict(), "n_relevant": float(metrics.n_relevant)}
+            for name, metrics in self.per_class.items()
+        }
 
 
 def relevance_mask(ranked: Sequence[str], relevant: AbstractSet[str]) -> np.ndarray:

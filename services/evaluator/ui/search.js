@@ -7,6 +7,17 @@
 const API = {
   collections: new URL("../v1/collections", location.href),
   search: new URL("../v1/search", location.href),
+  basemap: (collection) =>
+    collection
+      ? new URL(`../v1/collections/${encodeURIComponent(collection)}/basemap`, location.href)
+      : new URL("../v1/basemap", location.href),
+  landforms: (collection) =>
+    new URL(`../v1/collections/${encodeURIComponent(collection)}/ground-truth`, location.href),
+  sites: (collection, landform) =>
+    new URL(
+      `../v1/collections/${encodeURIComponent(collection)}/ground-truth/${encodeURIComponent(landform)}`,
+      location.href,
+    ),
   image: (collection, id, size) =>
     new URL(
       `../v1/collections/${encodeURIComponent(collection)}/points/${encodeURIComponent(id)}/image?size=${size}`,
@@ -34,6 +45,11 @@ const state = {
   thumbsActive: 0,
   generation: 0, // bumped per new search: late thumbnails of an old one are dropped
   mapZoom: false,
+  basemap: null, // {url, source, collection}: the map image, as a blob: URL
+  sites: null, // {landform, points: [[lon, lat], ...]}: the ground truth drawn on the map
+  sitesGeneration: 0,
+  pages: 0, // pages of the current search on screen, for the shareable link
+  writtenHash: "", // the last hash the page wrote itself: a hashchange to it is not a new query
 };
 
 // ---------------------------------------------------------------------------- API calls
@@ -58,6 +74,16 @@ async function problemOf(response) {
     body = await response.json();
   } catch {
     // not JSON (a proxy's page): the status says enough
+  }
+  const error = body && body.error && typeof body.error === "object" ? body.error : null;
+  if (error && typeof error.message === "string") {
+    // {error: {message, type, code, param, detail}} (OpenAI's shape, since issue 18)
+    return new ApiProblem(response.status, error.type || `HTTP ${response.status}`, error.message, error.detail);
+  }
+  const nested = body && body.error && typeof body.error === "object" ? body.error : null;
+  if (nested && typeof nested.message === "string") {
+    const kind = nested.type || nested.code || `HTTP ${response.status}`;
+    return new ApiProblem(response.status, kind, nested.message, nested.detail ?? body.detail);
   }
   if (body && typeof body.message === "string") {
     return new ApiProblem(response.status, body.error || `HTTP ${response.status}`, body.message, body.detail);
@@ -165,6 +191,7 @@ async function loadCollections() {
     clearMessage();
   }
   onCollectionChange();
+  if (location.hash.length > 1) await restoreFromHash();
 }
 
 function currentCollection() {
@@ -201,6 +228,8 @@ function onCollectionChange() {
   const regionUsable = c.geo || !c.task;
   $("region-fields").disabled = !regionUsable;
   $("region-hint").textContent = regionUsable ? "(geo collections)" : `(not for ${c.task})`;
+  loadBasemap(c.name);
+  return loadLandforms(c);
 }
 
 // ---------------------------------------------------------------------------- the request
@@ -278,6 +307,8 @@ async function search(more) {
     state.nextOffset = page.next_offset;
     const first = state.hits.length;
     state.hits.push(...page.hits);
+    state.pages = more ? state.pages + 1 : 1;
+    writeHash();
     renderCards(page.hits, first);
     renderMap();
     renderSummary(performance.now() - started);
@@ -321,6 +352,7 @@ function renderSummary(ms) {
     ? `${n} hit${n === 1 ? "" : "s"} for ${what}${where} · ${Math.round(ms)} ms${tail}`
     : `No hits for ${what}${where}.`;
   $("more").hidden = state.nextOffset === null;
+  $("copy-link").hidden = false;
 }
 
 // ---------------------------------------------------------------------------- result cards
@@ -501,6 +533,15 @@ function viewExtent(points) {
   if (region) {
     [w, s, e, n] = [Math.min(w, region[0]), Math.min(s, region[1]), Math.max(e, region[2]), Math.max(n, region[3])];
   }
+  if (state.sites) {
+    // Ground-truth sites near the hits join the view (a catalogue spans the planet: not all of it).
+    const reach = Math.max(5, e - w, n - s);
+    const [w0, s0, e0, n0] = [w - reach, s - reach, e + reach, n + reach];
+    for (const [lon, lat] of state.sites.points) {
+      if (lon < w0 || lon > e0 || lat < s0 || lat > n0) continue;
+      [w, s, e, n] = [Math.min(w, lon), Math.min(s, lat), Math.max(e, lon), Math.max(n, lat)];
+    }
+  }
   let spanLon = Math.max(e - w, 0.5) * 1.2;
   let spanLat = Math.max(n - s, 0.25) * 1.2;
   if (spanLon < 2 * spanLat) spanLon = 2 * spanLat;
@@ -538,6 +579,13 @@ function renderMap() {
   defs.append(clip);
   map.append(defs);
   map.append(svg("rect", { class: "plot", x: MAP.left, y: MAP.top, width: MAP.width, height: MAP.height }));
+  if (state.basemap) {
+    // The whole planet, equirectangular: lon -180..180 across, lat 90..-90 down; clipped to the view.
+    const at = { x: x(-180), y: y(90), width: x(180) - x(-180), height: y(-90) - y(90) };
+    const image = svg("image", { ...at, class: "basemap", preserveAspectRatio: "none", "clip-path": "url(#plot-clip)" });
+    image.setAttribute("href", state.basemap.url);
+    map.append(image);
+  }
 
   const lonStep = state.mapZoom ? gridStep(e - w) : 30;
   const latStep = state.mapZoom ? gridStep(n - s) : 30;
@@ -566,9 +614,20 @@ function renderMap() {
   const middle = MAP.top + MAP.height / 2;
   const latTitle = { class: "title", x: 9, y: middle, "text-anchor": "middle", transform: `rotate(-90 9 ${middle})` };
   labels.append(svg("text", latTitle, "latitude (°N)"));
+  map.classList.toggle("has-basemap", Boolean(state.basemap));
   map.append(grid, labels);
 
   const overlay = svg("g", { "clip-path": "url(#plot-clip)" });
+  if (state.sites) {
+    const sites = svg("g", { class: "sites" });
+    const r = state.mapZoom ? 3.2 : 2.2;
+    for (const [lon, lat] of state.sites.points) {
+      const site = svg("circle", { class: "site", cx: x(lon), cy: y(lat), r });
+      site.append(svg("title", {}, `${state.sites.landform} site\n${formatLonLat({ lon, lat })}`));
+      sites.append(site);
+    }
+    overlay.append(sites);
+  }
   if (state.region?.bbox) {
     const [a, b, c, d] = state.region.bbox;
     overlay.append(svg("rect", { class: "region", x: x(a), y: y(d), width: x(c) - x(a), height: y(b) - y(d) }));
@@ -601,14 +660,205 @@ function renderMap() {
   const crowded = !state.mapZoom && points.length > 1 && Math.max(...lons) - Math.min(...lons) < 20;
   const plotted = `${points.length} hit${points.length === 1 ? "" : "s"} plotted`;
   const unplotted = missing ? `, ${missing} without coordinates` : "";
-  $("map-note").textContent = !state.hits.length
-    ? "Equirectangular; tiles sit at their south-west corner."
-    : missing === state.hits.length
-      ? "These hits carry no coordinates (not a geo collection)."
-      : `${plotted}${unplotted}; ${state.mapZoom ? "zoomed to the hits" : "whole planet"}, grid every ${lonStep}°` +
-        (crowded ? ". Zoom to hits to tell them apart." : ".");
+  const sitesNote = state.sites
+    ? ` ${state.sites.points.length} ${state.sites.landform} ground-truth site${state.sites.points.length === 1 ? "" : "s"}.`
+    : "";
+  const mapNote = !state.basemap
+    ? ""
+    : state.basemap.source === "bundled"
+      ? " Basemap: synthetic relief (not real topography)."
+      : ` Basemap: the dataset's ${state.basemap.source.replace(/^dataset:/, "mars_map/")}.`;
+  $("map-note").textContent =
+    (!state.hits.length
+      ? "Equirectangular; tiles sit at their south-west corner."
+      : missing === state.hits.length
+        ? "These hits carry no coordinates (not a geo collection)."
+        : `${plotted}${unplotted}; ${state.mapZoom ? "zoomed to the hits" : "whole planet"}, grid every ${lonStep}°` +
+          (crowded ? ". Zoom to hits to tell them apart." : ".")) +
+    sitesNote +
+    mapNote;
+  $("map").dataset.sites = String(state.sites ? state.sites.points.length : 0);
   $("map-view").disabled = !points.length;
   $("map-view").textContent = state.mapZoom ? "Whole planet" : "Zoom to hits";
+}
+
+// ---------------------------------------------------------------------------- basemap and sites
+
+async function loadBasemap(collection) {
+  // The collection's dataset map (mars_map/) or the bundled relief; the plain grid when neither comes.
+  if (state.basemap && state.basemap.collection === collection) return;
+  let blob = null;
+  let source = "bundled";
+  for (const url of collection ? [API.basemap(collection), API.basemap(null)] : [API.basemap(null)]) {
+    try {
+      const response = await fetch(url, { headers: authHeaders() });
+      if (!response.ok) continue; // e.g. 403 for a dataset outside the roots: the bundled map instead
+      source = response.headers.get("X-Marsbench-Basemap") || "bundled";
+      blob = await response.blob();
+      break;
+    } catch {
+      // the evaluator did not answer: try the next, or keep the grid
+    }
+  }
+  if (!blob || collection !== ($("collection").value || null)) return;
+  const previous = state.basemap;
+  const url = URL.createObjectURL(blob);
+  const probe = $("basemap");
+  probe.onload = () => {
+    state.basemap = { url, source, collection };
+    probe.dataset.source = source;
+    if (previous) URL.revokeObjectURL(previous.url);
+    renderMap();
+  };
+  probe.onerror = () => URL.revokeObjectURL(url);
+  probe.src = url;
+}
+
+async function loadLandforms(c) {
+  // The ground-truth catalogues of a geo collection, as choices; hidden for other collections.
+  const select = $("sites");
+  const generation = ++state.sitesGeneration;
+  state.sites = null;
+  select.replaceChildren(new Option("none", ""));
+  $("sites-field").hidden = !c.geo;
+  renderMap();
+  if (!c.geo) return;
+  try {
+    const listing = await apiJson(API.landforms(c.name));
+    if (generation !== state.sitesGeneration) return;
+    for (const name of listing.landforms) select.append(new Option(name.replaceAll("_", " "), name));
+  } catch (problem) {
+    if (generation !== state.sitesGeneration) return;
+    select.title = problem.message;
+    $("sites-field").hidden = true;
+  }
+}
+
+async function onSitesChange() {
+  const landform = $("sites").value;
+  const collection = $("collection").value;
+  const generation = ++state.sitesGeneration;
+  if (!landform) {
+    state.sites = null;
+    renderMap();
+    writeHash();
+    return;
+  }
+  try {
+    const found = await apiJson(API.sites(collection, landform));
+    if (generation !== state.sitesGeneration) return;
+    state.sites = { landform, points: found.points };
+  } catch (problem) {
+    if (generation !== state.sitesGeneration) return;
+    state.sites = null;
+    showProblem(problem);
+  }
+  renderMap();
+  writeHash();
+}
+
+// ---------------------------------------------------------------------------- shareable links
+
+// The hash holds the query, so a copied link reproduces the search (the hash never reaches a server
+// log): collection, model, q (text), k, bbox=w,s,e,n or circle=lon,lat,km, pages, sites, zoom.
+// Image queries are not kept (an upload does not fit in a link).
+function hashOf() {
+  const params = new URLSearchParams();
+  const request = state.request;
+  if (request) {
+    params.set("collection", request.collection);
+    params.set("model", request.model);
+    if (request.text !== undefined) params.set("q", request.text);
+    params.set("k", String(request.k));
+    if (request.region?.bbox) params.set("bbox", request.region.bbox.join(","));
+    if (request.region?.center) params.set("circle", [...request.region.center, request.region.radius_km].join(","));
+    if (state.pages > 1) params.set("pages", String(state.pages));
+  } else if ($("collection").value) {
+    params.set("collection", $("collection").value);
+  }
+  if (state.sites) params.set("sites", state.sites.landform);
+  if (state.mapZoom) params.set("zoom", "1");
+  return params.toString() ? `#${params.toString()}` : "";
+}
+
+function writeHash() {
+  const hash = hashOf();
+  state.writtenHash = hash;
+  if (hash !== location.hash) history.replaceState(null, "", `${location.pathname}${location.search}${hash}`);
+}
+
+function numbersOf(text, count) {
+  const values = String(text || "").split(",").map(Number);
+  return values.length === count && values.every(Number.isFinite) ? values : null;
+}
+
+async function restoreFromHash() {
+  // Fill the form from the link and run its search (then its further pages, its sites and zoom).
+  const params = new URLSearchParams(location.hash.slice(1));
+  state.writtenHash = location.hash;
+  const collection = params.get("collection");
+  if (!collection) return;
+  if (!state.collections.some((c) => c.name === collection)) {
+    showMessage("error", "Shared link:", `no collection ${collection} here; pick one from the list`, null);
+    return;
+  }
+  $("collection").value = collection;
+  const landformsLoaded = onCollectionChange();
+  if (params.has("model")) {
+    $("model").value = params.get("model");
+    $("model").dataset.auto = "0";
+  }
+  const k = params.get("k");
+  if (k && /^[0-9]+$/.test(k)) {
+    if (![...$("k").options].some((o) => o.value === k)) $("k").append(new Option(k));
+    $("k").value = k;
+  }
+  const bbox = numbersOf(params.get("bbox"), 4);
+  const circle = numbersOf(params.get("circle"), 3);
+  const kind = bbox ? "bbox" : circle ? "circle" : "none";
+  document.querySelector(`input[name=region][value=${kind}]`).checked = true;
+  if (bbox) ["lon-min", "lat-min", "lon-max", "lat-max"].forEach((id, i) => ($(id).value = String(bbox[i])));
+  if (circle) ["center-lon", "center-lat", "radius-km"].forEach((id, i) => ($(id).value = String(circle[i])));
+  onRegionKind();
+  state.mapZoom = params.get("zoom") === "1";
+  const sites = params.get("sites");
+  if (params.has("q")) {
+    setMode("text");
+    $("text").value = params.get("q");
+    const pages = Math.min(50, Math.max(1, Number.parseInt(params.get("pages") || "1", 10) || 1));
+    await search(false);
+    while (state.pages < pages && state.nextOffset !== null && state.request) {
+      const before = state.pages;
+      await search(true);
+      if (state.pages === before) break; // the next page failed: its error is on screen
+    }
+  }
+  await landformsLoaded;
+  if (sites && [...$("sites").options].some((o) => o.value === sites)) {
+    $("sites").value = sites;
+    await onSitesChange();
+  }
+  renderMap();
+  writeHash();
+}
+
+async function copyLink() {
+  writeHash();
+  const link = location.href;
+  const button = $("copy-link");
+  const note = state.request && state.request.text === undefined ? " (the image query is not in it)" : "";
+  try {
+    await navigator.clipboard.writeText(link);
+    button.textContent = "Link copied";
+  } catch {
+    // No clipboard (an insecure origin, a denied permission): show the link to copy by hand.
+    button.textContent = "Copy link";
+  }
+  $("share-link").value = link;
+  $("share-link").hidden = false;
+  $("share-link").title = `The query as a link${note}`;
+  $("share-link").select();
+  setTimeout(() => (button.textContent = "Copy link"), 2000);
 }
 
 // ---------------------------------------------------------------------------- wiring
@@ -679,8 +929,16 @@ function init() {
   $("map-view").addEventListener("click", () => {
     state.mapZoom = !state.mapZoom;
     renderMap();
+    if (state.request) writeHash();
+  });
+  $("sites").addEventListener("change", onSitesChange);
+  $("copy-link").addEventListener("click", copyLink);
+  window.addEventListener("hashchange", () => {
+    // A link pasted into this tab's address bar: run it (not the page's own replaceState writes).
+    if (location.hash !== state.writtenHash && state.collections.length) restoreFromHash();
   });
   renderMap();
+  loadBasemap(null);
   loadCollections();
 }
 

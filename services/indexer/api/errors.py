@@ -7,13 +7,15 @@ from fastapi.responses import JSONResponse
 
 from marsbench.client import MarsbenchError
 from marsbench.http import error_response, install_error_bodies, status_for
-from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobConflict, JobNotFound
-from marsbench.store import StoreError
+from marsbench.indexer.core.errors import IndexerError, InvalidJob, JobConflict, JobNotFound, NotFound
+from marsbench.store import CollectionNotFound, StoreError
 
 STATUS: dict[type[Exception], int] = {
     JobNotFound: 404,
+    NotFound: 404,  # an unknown collection or snapshot
     JobConflict: 409,
     InvalidJob: 422,
+    CollectionNotFound: 404,  # a collection named but missing (not a 503 store failure)
     StoreError: 503,
     MarsbenchError: 502,  # the encoder failed or is unreachable
 }

@@ -14,16 +14,22 @@ it writes (`min_free_disk_mb`), and fails with the reason before the store runs 
 engine writes through memory maps, where a full disk is a SIGBUS, not an error). Resuming continues
 it once space is freed. A job that completes seals its collection (`VectorStore.seal`); a job that
 finds its collection damaged deletes it and indexes it again from the start.
+
+`cancel` stops a queued or running job at its next batch boundary (state `cancelled`; what it wrote
+stays and `resume` continues it). Collections are deleted, exported to a snapshot file under
+`<data_dir>/snapshots/` and imported from one here too, each refused while a job writes the collection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -31,15 +37,39 @@ from typing import Protocol
 from marsbench.client import ApiError, ServiceUnavailable
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.records import SkipLog
-from marsbench.files import check_free_space, is_disk_full, write_text_atomic
-from marsbench.indexer.core.errors import InvalidJob, JobConflict, JobNotFound
+from marsbench.files import check_free_space, file_sha256, is_disk_full, write_text_atomic
+from marsbench.indexer.core.errors import (
+    CollectionBusy,
+    InvalidJob,
+    InvalidSnapshot,
+    JobConflict,
+    JobNotFound,
+    NotFound,
+)
 from marsbench.indexer.core.pipeline import ImageEmbedder, IndexPipeline, PipelineTarget
 from marsbench.indexer.core.progress import rate_and_eta
 from marsbench.indexer.core.units import UnitTracker
 from marsbench.job_order import current_job
-from marsbench.schemas.jobs import CollectionOut, JobCreate, JobState, JobStatus, SkippedItemOut
+from marsbench.schemas.jobs import (
+    CollectionDeleted,
+    CollectionOut,
+    JobCreate,
+    JobState,
+    JobStatus,
+    SkippedItemOut,
+    SnapshotImport,
+    SnapshotOut,
+)
 from marsbench.schemas.models import ModelInfo
-from marsbench.store import CollectionDamaged, StoreUnavailable, VectorStore
+from marsbench.store import (
+    CollectionDamaged,
+    CollectionExists,
+    CollectionNotFound,
+    EmbeddedStore,
+    SnapshotInvalid,
+    StoreUnavailable,
+    VectorStore,
+)
 from marsbench.tasks import INDEXABLE, IndexedTask
 from marsbench.tasks.base import ImageSource
 from marsbench.tasks.modalities import indexing_needs, missing_modalities, refusal
@@ -53,6 +83,7 @@ _TRANSIENT_STATUS = {429, 502, 503, 504}
 # How long shutdown waits for jobs to reach a batch boundary (SIGTERM must end in a few seconds).
 SHUTDOWN_S = 3.0
 INTERRUPTED = "interrupted by shutdown; resumes at next start"
+SNAPSHOT_SUFFIX = ".snapshot"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -80,6 +111,7 @@ class JobManager:
         dataset_roots: Sequence[Path] = (),
         min_free_disk_mb: int = 0,
         disk_path: Path | None = None,
+        snapshots_dir: Path | None = None,
     ) -> None:
         self._store = store
         # Readers refuse links inside a dataset that lead out of these (marsbench.datasets.confine).
@@ -94,9 +126,15 @@ class JobManager:
         # Where the store and the job files live (the data folder); 0 MB: no check.
         self._min_free_disk_mb = min_free_disk_mb
         self._disk_path = disk_path or jobs_dir
+        # Snapshot files are written and read only here: an import never opens a path a client names.
+        self._snapshots = snapshots_dir or jobs_dir.parent / "snapshots"
         self._jobs: dict[str, JobStatus] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._cancel = threading.Event()
+        self._cancel = threading.Event()  # shutdown
+        # Per job run: set by `cancel` (and by shutdown); the job stops at its next batch boundary.
+        self._stops: dict[str, threading.Event] = {}
+        # Collections being exported or imported now: no job, delete or other snapshot touches them.
+        self._busy: set[str] = set()
         self._closed = False  # after shutdown: job files are no longer written (see shutdown)
         self._lock = threading.Lock()
         self._load()
@@ -151,6 +189,7 @@ class JobManager:
             for job in self._jobs.values():
                 if job.collection == collection and job.state in _ACTIVE:
                     return job
+            self._refuse_if_busy(collection)
             now = datetime.now(UTC)
             job = JobStatus(
                 id=uuid.uuid4().hex[:12],
@@ -167,28 +206,157 @@ class JobManager:
                 updated_at=now,
             )
             self._jobs[job.id] = job
+            self._stops[job.id] = threading.Event()
         self._save(job)
         self._start(job.id, request.batch_size)
         return job
 
     def resume(self, job_id: str) -> JobStatus:
-        """Continue a failed job where it stopped: finished shards and written points are kept."""
+        """Continue a failed or cancelled job where it stopped: finished shards and written points are
+        kept."""
         with self._lock:
             job = self.get_locked(job_id)
-            if job.state is not JobState.FAILED:
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 hint = "it is already complete" if job.state is JobState.SUCCEEDED else "it is still running"
-                raise JobConflict(f"job {job_id} is {job.state.value}: only a failed job resumes ({hint})")
+                raise JobConflict(
+                    f"job {job_id} is {job.state.value}: only a failed or cancelled job resumes ({hint})"
+                )
             for other in self._jobs.values():
                 if other.collection == job.collection and other.state in _ACTIVE:
                     raise JobConflict(
                         f"job {other.id} is writing collection {job.collection!r} now; follow that one"
                     )
-            job = job.model_copy(update={"state": JobState.QUEUED, "updated_at": datetime.now(UTC)})
+            self._refuse_if_busy(job.collection)
+            job = job.model_copy(
+                update={"state": JobState.QUEUED, "error": None, "updated_at": datetime.now(UTC)}
+            )
             self._jobs[job_id] = job
+            self._stops[job_id] = threading.Event()
         self._save(job)
-        log.info("resuming failed job %s on request", job_id)
+        log.info("resuming %s job %s on request", job.state.value, job_id)
         self._start(job_id, None)
         return job
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Stop a queued or running job at its next batch boundary (409 if it has finished). What it
+        wrote stays, and `resume` continues it. Returns the job as it stands: a running job turns
+        `cancelled` once its batches in flight are written (`GET /v1/jobs/{id}` shows it)."""
+        with self._lock:
+            job = self.get_locked(job_id)
+            if job.state not in _ACTIVE:
+                raise JobConflict(f"job {job_id} is {job.state.value}: only a queued or running job cancels")
+            stop = self._stops.get(job_id)
+            if stop is not None:
+                stop.set()  # its thread stops at the next batch boundary and records the state
+                return job
+            # Never started in this process (queued at a restart without resume): nothing runs it.
+            job = job.model_copy(
+                update={"state": JobState.CANCELLED, "error": _cancelled(job_id), "eta_s": None,
+                        "updated_at": datetime.now(UTC)}
+            )  # fmt: skip
+            self._jobs[job_id] = job
+        self._save(job)
+        log.info("cancelled queued job %s on request", job_id)
+        return job
+
+    def delete_collection(self, name: str) -> CollectionDeleted:
+        """Drop a collection (its points, and for the embedded store its sealing manifest); 409 while a
+        job writes it. Its jobs stay listed; a failed or cancelled one resumes from the start."""
+        stale = []
+        with self._lock:  # held through the delete: no job for it can start meanwhile
+            self._refuse_if_written(name, "deleted")
+            if not self._store.delete_collection(name):
+                raise NotFound(f"no collection {name!r}; GET /v1/collections lists them")
+            now = datetime.now(UTC)
+            for job in self._jobs.values():
+                resumable = job.state in (JobState.FAILED, JobState.CANCELLED)
+                if job.collection == name and resumable and (job.completed_units or job.done):
+                    # Its finished shards are gone: a resume must read them again. (A succeeded job
+                    # keeps its count: a snapshot of what it wrote, imported later, is complete again.)
+                    stale.append(job.model_copy(update={"completed_units": [], "done": 0, "updated_at": now}))
+            for job in stale:
+                self._jobs[job.id] = job
+        for job in stale:
+            self._save(job)
+        log.warning("deleted collection %s on request", name)
+        return CollectionDeleted(name=name)
+
+    def export_snapshot(self, name: str) -> SnapshotOut:
+        """Write a snapshot of the collection into the snapshots folder (409 while a job writes it)."""
+        with self._busy_with(name, "exported"):
+            try:
+                self._store.collection_info(name)
+            except CollectionNotFound:
+                raise NotFound(f"no collection {name!r}; GET /v1/collections lists them") from None
+            self._snapshots.mkdir(parents=True, exist_ok=True)
+            check_free_space(self._disk_path, self._min_free_disk_mb, what="a snapshot")
+            now = datetime.now(UTC)
+            dest = self._snapshots / f"{name}@{now:%Y%m%dT%H%M%S%fZ}{SNAPSHOT_SUFFIX}"
+            written = self._store.export_snapshot(name, dest)
+        log.info("exported collection %s (%d points) to %s", name, written.points, dest)
+        return SnapshotOut(
+            name=dest.name,
+            path=str(dest),
+            size=dest.stat().st_size,
+            sha256=file_sha256(dest),
+            collection=name,
+            points=written.points,
+            backend=_backend(self._store),
+            created_at=now,
+        )
+
+    def import_snapshot(self, request: SnapshotImport) -> CollectionOut:
+        """Create a collection from a snapshot in the snapshots folder (never another path); 404 for an
+        unknown snapshot, 409 if the collection exists or a job writes it, 422 for a bad file."""
+        path = self._snapshot_path(request.snapshot)
+        name = request.collection or request.snapshot.removesuffix(SNAPSHOT_SUFFIX).rsplit("@", 1)[0]
+        with self._busy_with(name, "imported"):
+            try:
+                info = self._store.import_snapshot(path, name)
+            except CollectionExists as exc:
+                raise CollectionBusy(str(exc)) from exc
+            except (SnapshotInvalid, ValueError) as exc:
+                raise InvalidSnapshot(str(exc)) from exc
+        log.info("imported collection %s (%d points) from %s", name, info.points, path)
+        listed = {c.name: c for c in self.collections()}
+        return listed.get(name) or CollectionOut(name=name, vectors=info.vectors, points=info.points)
+
+    def _snapshot_path(self, snapshot: str) -> Path:
+        folder = self._snapshots.resolve()
+        path = (folder / snapshot).resolve()
+        # The schema allows no separators; resolving also refuses a link that leads elsewhere.
+        if path.parent != folder or not path.is_file():
+            raise NotFound(f"no snapshot {snapshot!r} in the indexer's snapshots folder")
+        return path
+
+    @contextlib.contextmanager
+    def _busy_with(self, collection: str, what: str) -> Iterator[None]:
+        """Hold the collection for a long store call (a snapshot) without holding `_lock` meanwhile."""
+        with self._lock:
+            self._refuse_if_written(collection, what)
+            self._busy.add(collection)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.discard(collection)
+
+    def _refuse_if_busy(self, collection: str) -> None:
+        """Caller holds `_lock`."""
+        if collection in self._busy:
+            raise CollectionBusy(
+                f"collection {collection!r} is being exported or imported now; try again soon"
+            )
+
+    def _refuse_if_written(self, collection: str, what: str) -> None:
+        """Caller holds `_lock`."""
+        self._refuse_if_busy(collection)
+        for job in self._jobs.values():
+            if job.collection == collection and job.state in _ACTIVE:
+                raise CollectionBusy(
+                    f"job {job.id} is writing collection {collection!r} now, so it cannot be {what}; "
+                    f"cancel it first (POST /v1/jobs/{job.id}/cancel) or wait for it"
+                )
 
     def get_locked(self, job_id: str) -> JobStatus:
         try:
@@ -198,6 +366,9 @@ class JobManager:
 
     def resume_unfinished(self) -> list[str]:
         resumed = [job.id for job in self.list() if job.state in _ACTIVE]
+        with self._lock:
+            for job_id in resumed:
+                self._stops[job_id] = threading.Event()
         for job_id in resumed:
             log.info("resuming job %s", job_id)
             self._start(job_id, None)
@@ -213,6 +384,9 @@ class JobManager:
         nothing it writes later reaches the job files.
         """
         self._cancel.set()
+        with self._lock:
+            for stop in self._stops.values():
+                stop.set()
         deadline = time.monotonic() + timeout_s
         for thread in list(self._threads.values()):
             thread.join(max(deadline - time.monotonic(), 0.0))
@@ -243,6 +417,8 @@ class JobManager:
 
     def _start(self, job_id: str, batch_size: int | None) -> None:
         # In the submitting request's context: its request id follows the job's logs and encoder calls.
+        with self._lock:
+            self._stops.setdefault(job_id, threading.Event())
         context = contextvars.copy_context()
         thread = threading.Thread(
             target=context.run,
@@ -254,19 +430,22 @@ class JobManager:
         thread.start()
 
     def _run(self, job_id: str, batch_size: int) -> None:
+        stop = self._stops[job_id]
         job = self.get(job_id)
         # Resumed jobs keep what earlier runs skipped; a re-read item is not counted twice.
         skips = SkipLog()
         for item in job.skipped_items:
             skips.add(item.key, item.reason)
         for retry in range(self._retries + 1):
+            if stop.is_set():
+                break  # cancelled (or shut down) before this attempt started
             self._update(job_id, state=JobState.RUNNING, attempts=self.get(job_id).attempts + 1)
             try:
-                done = self._attempt(job_id, batch_size, skips)
+                done = self._attempt(job_id, batch_size, skips, stop)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                if self._cancel.is_set():
-                    break  # an error while shutting down (a call cut short): interrupted, not failed
+                if stop.is_set():
+                    break  # an error while stopping (a call cut short): interrupted or cancelled, not failed
                 if not is_transient(exc) or retry == self._retries or self._cancel.is_set():
                     log.exception("job %s failed", job_id)
                     if is_transient(exc):
@@ -278,16 +457,20 @@ class JobManager:
                 delay = self._retry_backoff_s * 2**retry
                 log.warning("job %s: %s; retrying in %.1f s", job_id, reason, delay)
                 self._update(job_id, error=f"retrying in {delay:g} s after: {reason}", eta_s=None)
-                if self._cancel.wait(delay):
-                    break  # shutting down: resumes at the next start
+                if stop.wait(delay):
+                    break  # shutting down (resumes at the next start) or cancelled
                 continue
-            if not self._cancel.is_set():
+            if not stop.is_set():
                 self._finish(job_id, skips, JobState.SUCCEEDED, None, done=done)
                 return
             break
-        self._finish(job_id, skips, JobState.QUEUED, INTERRUPTED)
+        if self._cancel.is_set():
+            self._finish(job_id, skips, JobState.QUEUED, INTERRUPTED)
+        else:
+            log.info("job %s cancelled on request at a batch boundary", job_id)
+            self._finish(job_id, skips, JobState.CANCELLED, _cancelled(job_id))
 
-    def _attempt(self, job_id: str, batch_size: int, skips: SkipLog) -> int:
+    def _attempt(self, job_id: str, batch_size: int, skips: SkipLog, stop: threading.Event) -> int:
         """One pass over the dataset from where the job stands; returns the collection's size."""
         self._check_disk()
         job = self.get(job_id)
@@ -302,7 +485,7 @@ class JobManager:
             raise InvalidJob(f"the encoder reports no embedding dimension for {job.model!r}")
         job = self._forget_other_vectors(job, info)
         spec = task.collection_spec(job.collection, info.dimension)
-        self._store.ensure_collection(spec)
+        created = self._store.ensure_collection(spec)  # dropped again if this attempt leaves it empty
         try:
             baseline = self._store.count(job.collection)
         except CollectionDamaged as exc:
@@ -310,7 +493,7 @@ class JobManager:
             log.warning("job %s: %s; re-indexing it from the start", job_id, exc)
             self._store.delete_collection(job.collection)
             self._update(job_id, completed_units=[], done=0)
-            self._store.ensure_collection(spec)
+            created = self._store.ensure_collection(spec)
             job, baseline = self.get(job_id), 0
         progress = _Progress(self, job_id, skips, baseline=baseline)
         pipeline = IndexPipeline(
@@ -321,18 +504,32 @@ class JobManager:
             in_flight=self._in_flight,
             skips=skips,
             on_progress=progress.written,
-            cancelled=self._cancel,
+            cancelled=stop,
             units=UnitTracker(lambda unit: self._unit_finished(job_id, unit)),
             before_write=self._check_disk,
         )
         records = source.iter_records(
             skips, skip_units=frozenset(job.completed_units), on_unit_done=pipeline.unit_read
         )
-        pipeline.run(records)
-        done = self._store.count(job.collection)  # authoritative: what the collection holds
-        if not self._cancel.is_set():
+        try:
+            pipeline.run(records)
+            done = self._store.count(job.collection)  # authoritative: what the collection holds
+            if not done and not stop.is_set():
+                raise DatasetError(nothing_indexed(self.get(job_id).total, skips))
+        except Exception:
+            if created:
+                self._drop_if_empty(job.collection)
+            raise
+        if not stop.is_set():
             self._store.seal(job.collection)  # damage done to it from now on is detected on open
         return done
+
+    def _drop_if_empty(self, collection: str) -> None:
+        """A collection this attempt created and wrote nothing into is not left behind."""
+        with contextlib.suppress(Exception):  # never hide the failure being raised
+            if self._store.count(collection) == 0:
+                self._store.delete_collection(collection)
+                log.info("dropped collection %s: created by a job that indexed nothing", collection)
 
     def _check_disk(self) -> None:
         check_free_space(self._disk_path, self._min_free_disk_mb, what="indexing")
@@ -405,6 +602,30 @@ class JobManager:
                 log.warning("ignoring unreadable job file %s: %s", path, exc)
                 continue
             self._jobs[job.id] = job
+
+
+def _cancelled(job_id: str) -> str:
+    return f"cancelled on request; what was indexed is kept (POST /v1/jobs/{job_id}/resume continues it)"
+
+
+def _backend(store: VectorStore) -> str:
+    return "embedded" if isinstance(store, EmbeddedStore) else "server"
+
+
+def nothing_indexed(total: int | None, skips: SkipLog) -> str:
+    """Why a job that read its whole dataset indexed nothing: the most common skip reason."""
+    of = f" of {total}" if total is not None else ""
+    if not skips.count:
+        return f"nothing indexed (0{of} items): the dataset yielded no items"
+    reasons = Counter(item.reason for item in skips.items)
+    reason, n = reasons.most_common(1)[0]
+    listed = (
+        f"{n} of the first {len(skips.items)}" if skips.count > len(skips.items) else f"{n} of {skips.count}"
+    )
+    return (
+        f"nothing indexed (0{of} items): all {skips.count} items read were skipped; the most common "
+        f"reason ({listed}): {reason}"
+    )
 
 
 def _open_source(

@@ -222,7 +222,7 @@ def test_the_service_refuses_an_instruction(service: TestClient) -> None:
     body = {"model": "tiny-e5v-left", "input": ["a crater"], "instruction": "Represent the terrain"}
     response = service.post("/v1/embeddings", json=body)
     assert response.status_code == 422
-    assert "takes no instruction" in response.json()["message"]
+    assert "takes no instruction" in response.json()["error"]["message"]
 
 
 def test_under_right_padding_each_request_is_embedded_as_its_own_batch(

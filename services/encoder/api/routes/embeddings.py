@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.api.deps import EngineDep
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.errors import TimedOut
+from marsbench.encoder.core.errors import InvalidInput, TimedOut
 from marsbench.encoder.core.images import data_uri_bytes
 from marsbench.http import WITH_BODY, error_responses
 from marsbench.schemas.common import Modality
@@ -47,6 +47,8 @@ router = APIRouter(
 async def create_embeddings(request: EmbeddingRequest, engine: EngineDep) -> EmbeddingResponse:
     items = request.items()
     _check_count(engine, items)
+    if request.dimensions is not None:
+        await _check_dimensions(engine, request.model, request.dimensions)
     options = PromptOptions(instruction=request.instruction, prompt_name=request.prompt_name)
     if request.modality is Modality.TEXT:
         _check_text_lengths(engine, items)
@@ -109,6 +111,18 @@ def _check_count(engine: EncoderEngine, items: Sequence[object]) -> None:
             f"{len(items)} inputs in one request",
             setting="MARSBENCH_ENCODER_MAX_ITEMS_PER_REQUEST",
             limit=limit,
+        )
+
+
+async def _check_dimensions(engine: EncoderEngine, ref: str, dimensions: int) -> None:
+    """OpenAI's `dimensions` asks for shortened embeddings, which marsbench does not make: it is
+    accepted only when it equals the model's own dimension (known once the model is loaded)."""
+    card = await engine.describe(ref, load=True)
+    if card.dimension is not None and dimensions != card.dimension:
+        raise InvalidInput(
+            f"dimensions={dimensions} is not supported: marsbench does not shorten embeddings, and model "
+            f"{card.id!r} gives {card.dimension}; leave `dimensions` out, or set it to {card.dimension}",
+            param="dimensions",
         )
 
 

@@ -11,6 +11,7 @@ from marsbench.schemas.common import ReadyStatus
 router = APIRouter(tags=["health"])
 
 
+@router.get("/health")  # the alias TEI and Infinity serve
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

@@ -25,8 +25,9 @@ ArtifactName = Annotated[str, Path(max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    # 409: not indexed yet, or its job has not succeeded; 502: the encoder failed; 503: the store.
-    responses=error_responses(*WITH_BODY, 403, 409, 502, 503),
+    # 404: not indexed (no such collection); 409: its job has not succeeded; 502: the encoder
+    # failed; 503: the store.
+    responses=error_responses(*WITH_BODY, 403, 404, 409, 502, 503),
 )
 def create_run(request: RunCreate, runs: RunsDep, roots: DatasetRootsDep) -> RunRecord:
     """Evaluate now (seconds for the landform task) and return the stored record.

@@ -12,7 +12,7 @@ from marsbench.schemas.search import SearchRequest, SearchResponse
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
-# 409: no such collection yet; 502: the encoder failed; 503: the store.
-@router.post("", responses=error_responses(*WITH_BODY, 409, 502, 503))
+# 404: no such collection; 502: the encoder failed; 503: the store.
+@router.post("", responses=error_responses(*WITH_BODY, 404, 502, 503))
 def run_search(request: SearchRequest, store: StoreDep, encoder: EncoderDep) -> SearchResponse:
     return search(store, encoder, request)

@@ -44,5 +44,12 @@ def get_job(job_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], jobs: JobsDep
 
 @router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409))
 def resume_job(job_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], jobs: JobsDep) -> JobStatus:
-    """Continue a failed job where it stopped (what it wrote is kept); 409 unless it failed."""
+    """Continue a failed or cancelled job where it stopped (what it wrote is kept); 409 otherwise."""
     return jobs.resume(job_id)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409))
+def cancel_job(job_id: Annotated[str, Path(max_length=MAX_ID_CHARS)], jobs: JobsDep) -> JobStatus:
+    """Stop a queued or running job at its next batch boundary (state `cancelled` then); what it wrote
+    is kept and resume continues it. 409 for a job that has finished."""
+    return jobs.cancel(job_id)
