@@ -38,22 +38,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def load_images(inputs: Path) -> list[Any]:
-    from PIL import Image
-
-    images = []
-    for path in sorted((inputs / "images").glob("*.png")):
-        image = Image.open(path)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        images.append(image)
-    return images
-
-
-def load_texts(inputs: Path) -> list[str]:
-    texts: list[str] = json.loads((inputs / "texts.json").read_text())
-    return texts
+from _common import image_paths, load_rgb, texts
 
 
 def as_array(features: Any) -> Any:
@@ -253,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(args.reference.resolve()))
     if args.case in THIRD_PARTY_DIRS:
         sys.path.insert(0, str((args.third_party / THIRD_PARTY_DIRS[args.case]).resolve()))
-    images = [] if args.case in TEXT_ONLY else load_images(args.inputs)
-    result = RUNNERS[args.case](args.model.resolve(), images, load_texts(args.inputs))
+    images = [] if args.case in TEXT_ONLY else [load_rgb(path) for path in image_paths(args.inputs)]
+    result = RUNNERS[args.case](args.model.resolve(), images, texts(args.inputs))
     meta = {"transformers": transformers.__version__, "torch": torch.__version__, "case": args.case}
     if "peft" in sys.modules:  # VLM2Vec's LoRA/DoRA path
         meta["peft"] = sys.modules["peft"].__version__

@@ -24,7 +24,7 @@ from types import ModuleType, SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e5v import load_texts, parse, write
+from _common import image_paths, parse_args, save, texts
 
 EMBEDDER = Path("qwen3_vl_embedding") / "src" / "models" / "qwen3_vl_embedding.py"
 
@@ -42,10 +42,9 @@ def register_embedder(third_party: Path) -> ModuleType:
     return module
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    register_embedder(Path(args.third_party))
-    sys.path.insert(0, str(Path(args.reference).resolve()))
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0])
+    register_embedder(args.third_party)
     import torch
     from models.image_encoder.qwen3_vl_embedding_image_encoder import (  # type: ignore[import-not-found]
         Qwen3VLEmbeddingImageEncoder,
@@ -66,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the embedder chose {where}; run with CUDA_VISIBLE_DEVICES=''")
     image_encoder = Qwen3VLEmbeddingImageEncoder(components)
     text_encoder = Qwen3VLEmbeddingTextEncoder(components)
-    paths = [str(p.resolve()) for p in sorted((Path(args.inputs) / "images").glob("*.png"))]
+    paths = [str(path.resolve()) for path in image_paths(args.inputs)]
     image = image_encoder.encode_image(paths)
-    text = text_encoder.encode_text(load_texts(Path(args.inputs)))
+    text = text_encoder.encode_text(texts(args.inputs))
     processor = embedder.processor
     meta = {
         "case": args.case,
@@ -76,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         "tokenizer": type(processor.tokenizer).__name__,
         "padding_side": processor.tokenizer.padding_side,
         "dtype": str(next(embedder.model.parameters()).dtype),
-        "embedder": str(Path(args.third_party) / EMBEDDER),
+        "embedder": str(args.third_party / EMBEDDER),
     }
-    write(Path(args.out), image, text, meta)
+    save(args.out, meta, image=image, text=text)
     return 0
 
 
