@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
             dest="url",
             default=os.environ.get("MARSBENCH_INDEXER_URL", "http://127.0.0.1:8002"),
         )
+    from marsbench.cli.train import add_train_parser  # `train` (issue 19): handler in args.train_handler
+
+    add_train_parser(commands)
     return parser
 
 
@@ -442,6 +445,7 @@ COMMANDS = {
     "models": _cmd_models,
     "jobs": _cmd_jobs,
     "collections": _cmd_collections,
+    "train": lambda args: args.train_handler(args),
 }
 
 

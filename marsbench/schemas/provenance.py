@@ -146,6 +146,22 @@ class Timings(OpenModel):
     )
 
 
+class TrainingProvenance(OpenModel):
+    """The fine-tuning run behind the model (`marsbench train`), from its `training.json`."""
+
+    record: str = Field(description="Path of the training record (training.json) when linked.")
+    record_sha256: str = Field(description="sha256 of that file.")
+    name: str = Field(description="The fine-tuned model's registered name.")
+    base_model: str
+    data_fingerprint: str = Field(description="The paired reader's fingerprint of the training folder.")
+    heldout_fingerprint: str | None = Field(
+        default=None, description="Fingerprint of the held-out split the trainer wrote (unseen pairs)."
+    )
+    steps: int
+    hyperparameters: dict[str, float | int | str] = Field(default_factory=dict)
+    checkpoint_sha256: str = Field(description="sha256 of the weights file; equals model.weights_sha256's.")
+
+
 class Provenance(OpenModel):
     """Everything a run depends on beyond its request, as known when it ran."""
 
@@ -157,3 +173,6 @@ class Provenance(OpenModel):
     software: SoftwareProvenance
     hardware: HardwareProvenance
     timings: Timings
+    training: TrainingProvenance | None = Field(
+        default=None, description="The training run of a fine-tuned model (marsbench train); None otherwise."
+    )

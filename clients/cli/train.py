@@ -1,0 +1,169 @@
+"""`marsbench train`: fine-tune an open_clip model on paired shards, register it, and optionally
+benchmark base and fine-tuned model on the held-out split through the services (paired task)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from marsbench.cli.errors import CommandError
+from marsbench.files import file_sha256, write_text_atomic
+from marsbench.schemas.provenance import TrainingProvenance
+from marsbench.schemas.runs import RunRecord
+from marsbench.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from marsbench.training.runner import TrainOutcome
+
+GAIN_KEYS = ("i2t_r1", "i2t_r10", "i2t_mrr", "t2i_r1", "t2i_r10", "t2i_mrr")
+
+
+def add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    train = commands.add_parser(
+        "train",
+        help="Fine-tune an open_clip model on paired shards; register it; benchmark the held-out split.",
+        description="Contrastive fine-tuning (open_clip's ClipLoss, AdamW, cosine schedule) on a paired "
+        "WebDataset folder. Holds out a share of the samples by a hash of their key, written to "
+        "<out>/heldout as paired shards; writes <out>/<name>.pt, <out>/registry.toml, <out>/training.json "
+        "and <out>/loss.png; resumes from <out>/checkpoints/epoch_latest.pt. Under torchrun it trains with "
+        "DDP. --benchmark evaluates the base and the fine-tuned model on the held-out split "
+        "(docs/training.md).",
+    )
+    train.add_argument("--data", required=True, type=Path, help="Paired dataset folder (WebDataset shards).")
+    train.add_argument("--model", default="marsbench-tiny", help="Base model reference (open_clip family).")
+    train.add_argument("--out", required=True, type=Path, help="Folder for everything the run writes.")
+    train.add_argument("--steps", type=int, default=TrainConfig.model_fields["steps"].default)
+    train.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default)
+    train.add_argument("--lr", type=float, default=TrainConfig.model_fields["lr"].default)
+    train.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default)
+    train.add_argument("--eval-split", type=float, default=TrainConfig.model_fields["eval_split"].default)
+    train.add_argument("--caption-key", default=TrainConfig.model_fields["caption_key"].default)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=20)
+    train.add_argument("--threads", type=int, help="torch CPU threads (1: bit-reproducible runs).")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train.add_argument("--registry", action="append", type=Path, default=[], help="Extra registry file.")
+    train.add_argument("--no-resume", action="store_true", help="Start over even if a checkpoint exists.")
+    train.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="Then evaluate base and fine-tuned model on the held-out split (paired task); print the gain.",
+    )
+    train.add_argument("--indexer-url", default=os.environ.get("MARSBENCH_INDEXER_URL"))
+    train.add_argument("--evaluator-url", default=os.environ.get("MARSBENCH_EVALUATOR_URL"))
+    train.set_defaults(train_handler=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from marsbench.training.runner import format_step, train
+
+    env_registry = [Path(p) for p in os.environ.get("MARSBENCH_ENCODER_REGISTRY", "").split(",") if p]
+    try:
+        config = TrainConfig(
+            data_dir=args.data, out_dir=args.out, model=args.model, registry=[*env_registry, *args.registry],
+            caption_key=args.caption_key, eval_split=args.eval_split, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device,
+            resume=not args.no_resume,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise CommandError(f"invalid training options: {exc}") from None
+    log_every = config.log_every
+
+    def progress(report: object) -> None:
+        step = getattr(report, "step", 0)
+        if step % log_every == 0 or step == config.steps:
+            print(format_step(report), flush=True)  # type: ignore[arg-type]
+
+    try:
+        outcome = train(config, on_step=progress, log=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    record = outcome.record
+    print(f"model {record.name}: {record.steps} steps, final loss {record.losses[-1]:.4f}")
+    print(f"weights {outcome.checkpoint} (sha256 {record.checkpoint.sha256[:16]}...)")
+    print(f"registry entry {outcome.registry_path}\ntraining record {outcome.record_path}")
+    if args.benchmark:
+        return benchmark_heldout(args, outcome)
+    return 0
+
+
+@contextmanager
+def _stack(args: argparse.Namespace, registry: Path) -> Iterator[tuple[str, str, str]]:
+    if args.indexer_url and args.evaluator_url:
+        yield args.indexer_url, args.evaluator_url, ""
+        return
+    from marsbench.cli.stack import LocalStack
+    from marsbench.encoder.settings import EncoderSettings
+
+    settings = EncoderSettings()
+    settings = settings.model_copy(update={"registry": [*settings.registry, str(registry)]})
+    with LocalStack(data_dir=args.out / "stack", encoder_settings=settings) as urls:
+        yield urls.indexer, urls.evaluator, urls.encoder
+
+
+def training_link(outcome: TrainOutcome) -> TrainingProvenance:
+    record = outcome.record
+    return TrainingProvenance(
+        record=str(outcome.record_path), record_sha256=file_sha256(outcome.record_path), name=record.name,
+        base_model=record.base_model, data_fingerprint=record.data.fingerprint,
+        heldout_fingerprint=record.data.split.heldout_fingerprint, steps=record.steps,
+        hyperparameters=record.hyperparameters, checkpoint_sha256=record.checkpoint.sha256,
+    )  # fmt: skip
+
+
+def link_training(record: RunRecord, path: Path, link: TrainingProvenance) -> RunRecord:
+    """The run record of the fine-tuned model, with `provenance.training` set, written back."""
+    if record.provenance is None:
+        return record
+    linked = record.model_copy(update={"provenance": record.provenance.model_copy(update={"training": link})})
+    write_text_atomic(path, linked.model_dump_json(indent=2))
+    return linked
+
+
+def benchmark_heldout(args: argparse.Namespace, outcome: TrainOutcome) -> int:
+    """Paired retrieval on the held-out split: base model, then fine-tuned model; prints the gain."""
+    from marsbench.cli.run import run_task
+    from marsbench.cli.stack import StackUrls
+    from marsbench.cli.tables import render_table
+    from marsbench.schemas.jobs import TaskName
+
+    record = outcome.record
+    runs_dir = args.out / "runs"
+    fine_tuned = record.name
+    with _stack(args, outcome.registry_path) as (indexer, evaluator, encoder):
+        if args.indexer_url:  # running services may not know the registry entry: name the file
+            fine_tuned = f"{record.base_model}@{outcome.checkpoint}"
+        urls = StackUrls(encoder=encoder, indexer=indexer, evaluator=evaluator)
+        results: dict[str, RunRecord] = {}
+        for label, model in (("base", record.base_model), ("fine-tuned", fine_tuned)):
+            run, path = run_task(
+                urls, task=TaskName.PAIRED, dataset_dir=outcome.heldout_dir, model=model, out_dir=runs_dir,
+                caption_key=record.data.caption_key,
+            )  # fmt: skip
+            if label == "fine-tuned":
+                run = link_training(run, path, training_link(outcome))
+            results[label] = run
+            print(f"{label} {model}: run record {path}")
+    before, after = results["base"].metrics, results["fine-tuned"].metrics
+    rows = [
+        [
+            key,
+            f"{100 * before[key]:.2f}",
+            f"{100 * after[key]:.2f}",
+            f"{100 * (after[key] - before[key]):+.2f}",
+        ]
+        for key in GAIN_KEYS
+    ]
+    pairs = results["base"].counts.get("pairs")
+    print(f"held-out split: {pairs} pairs never trained on ({outcome.heldout_dir})")
+    print(render_table(["metric", "base", "fine-tuned", "gain"], rows))
+    return 0
