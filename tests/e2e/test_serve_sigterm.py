@@ -10,20 +10,17 @@ in flight, so when the first batch is reported written several seconds of forwar
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import png_bytes
+from tests.e2e.serve_process import ServeProcess
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("open_clip")
@@ -36,69 +33,18 @@ BATCH = 16
 STOP_LIMIT_S = 8.0  # measured 2.4-2.9 s here (2 CPU cores); 5.6-5.9 s before issue 17, item 9d
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-class Serve:
-    """`marsbench serve` in its own process, as a user runs it; its output goes to a log file."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        ports = free_ports(3)
-        env = {
-            **os.environ,
-            "MARSBENCH_INDEX_BATCH_SIZE": str(BATCH),
-            "MARSBENCH_INDEX_IN_FLIGHT": "1",
-            "MARSBENCH_ENCODER_MAX_BATCH_SIZE": str(BATCH),
-        }
-        command = [sys.executable, "-m", "marsbench.cli.main", "serve", "--data-dir", str(data_dir)]
-        for flag, port in zip(("--encoder-port", "--indexer-port", "--evaluator-port"), ports, strict=True):
-            command += [flag, str(port)]
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.indexer = f"http://127.0.0.1:{ports[1]}"
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"serve exited early:\n{self.output()}"
-            try:
-                if httpx.get(f"{self.indexer}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"serve did not come up in {timeout_s} s:\n{self.output()}")
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.indexer}/v1/jobs/{job_id}", timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+def serve(data_dir: Path, log_path: Path) -> ServeProcess:
+    return ServeProcess(data_dir, log_path, index_batch=BATCH, in_flight=1, encoder_batch=BATCH)
 
 
 @pytest.fixture
-def served() -> Iterator[list[Serve]]:
-    started: list[Serve] = []
+def served() -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
     try:
         yield started
     finally:
-        for serve in started:
-            serve.kill()
+        for process in started:
+            process.kill()
 
 
 def landform_dataset(root: Path) -> Path:
@@ -111,11 +57,11 @@ def landform_dataset(root: Path) -> Path:
 
 
 def test_sigterm_mid_job_stops_quickly_and_a_second_serve_completes_the_job(
-    tmp_path: Path, served: list[Serve]
+    tmp_path: Path, served: list[ServeProcess]
 ) -> None:
     dataset = landform_dataset(tmp_path / "dataset")
     data_dir = tmp_path / "state"
-    first = Serve(data_dir, tmp_path / "first.log")
+    first = serve(data_dir, tmp_path / "first.log")
     served.append(first)
     first.wait_ready()
     response = httpx.post(
@@ -150,7 +96,7 @@ def test_sigterm_mid_job_stops_quickly_and_a_second_serve_completes_the_job(
     assert saved["state"] == "queued" and "interrupted" in (saved["error"] or ""), saved
     assert 0 < saved["done"] < TOTAL, saved
 
-    second = Serve(data_dir, tmp_path / "second.log")  # resumes unfinished jobs at start-up
+    second = serve(data_dir, tmp_path / "second.log")  # resumes unfinished jobs at start-up
     served.append(second)
     second.wait_ready()
     deadline = time.monotonic() + 60
