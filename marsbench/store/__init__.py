@@ -27,11 +27,13 @@ from marsbench.store.base import (
 from marsbench.store.edge import EmbeddedStore, StoreLocked
 from marsbench.store.factory import ClusterOptions, open_store
 from marsbench.store.naming import collection_name, point_id
+from marsbench.store.sidecar import BulkPoints
 
 if TYPE_CHECKING:
     from marsbench.store.server import ServerStore
 
 __all__ = [
+    "BulkPoints",
     "ClusterOptions",
     "CollectionDamaged",
     "CollectionExists",

@@ -42,8 +42,16 @@ def query_rows(vectors: np.ndarray) -> list[list[float]]:
 
 
 def as_floats(vector: np.ndarray) -> list[float]:
-    # Both engines take lists fastest: handing qdrant_edge a numpy row is slower than tolist().
+    # qdrant-client wants lists (it validates with pydantic).
     return np.asarray(vector, dtype=np.float32).tolist()
+
+
+def as_buffer(vector: np.ndarray) -> memoryview:
+    """A float32 vector as qdrant-edge takes it fastest: a memoryview over the row, no Python list.
+    qdrant-edge-py 0.9.0 has no numpy path (it reads any sequence element by element: a numpy row
+    costs 1.9x `tolist()`), but a memoryview of a contiguous float32 row skips building the list:
+    6.7 against 8.7 ms per 256 1024-d points here (benchmarks/store_ingest.py measures it)."""
+    return memoryview(np.ascontiguousarray(vector, dtype=np.float32)).cast("B").cast("f")
 
 
 def canonical_ids(ids: Sequence[str]) -> list[str]:

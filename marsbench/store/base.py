@@ -12,9 +12,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from marsbench.store.sidecar import BulkPoints
 
 
 class PayloadIndex(StrEnum):
@@ -161,7 +164,19 @@ class VectorStore(Protocol):
     def delete_collection(self, name: str) -> bool: ...
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
-        """Write points (insert or replace by id). Durable when it returns."""
+        """Write points (insert or replace by id). Searchable when it returns; durable only after the
+        next `flush` (or `seal`, or `close`): a crash before that may lose them."""
+        ...
+
+    def flush(self, collection: str) -> None:
+        """The durability point: every point upserted so far survives a crash once this returns. The
+        indexer calls it when a resumable unit is finished, before recording the unit as done."""
+        ...
+
+    def bulk_read(self, collection: str, *, using: str, geo_field: str | None = None) -> BulkPoints | None:
+        """Every point's id, vector `using` and (lon, lat) of `geo_field` at once, without a copy
+        (a memory map), if the backend keeps such a copy and it matches the collection; else None (the
+        caller then scrolls)."""
         ...
 
     def count(self, collection: str) -> int: ...

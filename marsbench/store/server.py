@@ -44,6 +44,7 @@ from marsbench.store.base import (
     StoreError,
     StoreUnavailable,
 )
+from marsbench.store.sidecar import BulkPoints
 
 # What qdrant-client raises for a failed call: the server's answer, a transport failure, or (in
 # local mode) a ValueError such as "Collection x not found".
@@ -150,6 +151,13 @@ class ServerStore:
         with self._errors(collection):
             # wait=True: applied (and in the WAL) when it returns.
             self._client.upsert(collection, points=structs, wait=True)
+
+    def flush(self, collection: str) -> None:
+        # Every upsert waits (wait=True) until the server applied it and wrote its WAL: nothing to do.
+        self._require(collection)
+
+    def bulk_read(self, collection: str, *, using: str, geo_field: str | None = None) -> BulkPoints | None:
+        return None  # the server keeps no flat copy: callers scroll
 
     def count(self, collection: str) -> int:
         with self._errors(collection):

@@ -98,3 +98,21 @@ def test_runs_through_the_warm_index_equal_runs_through_the_engine(tmp_path: Pat
                 k: c.as_dict() for k, c in engine.curves.items()
             }
             assert warm.order_rule != engine.order_rule
+
+
+def test_a_sealed_collection_is_memory_mapped_and_ranks_as_the_scroll_built_index(tmp_path: Path) -> None:
+    encoder = FakeEncoder()
+    with EmbeddedStore(tmp_path / "q") as store:
+        fill(store, encoder)
+        assert WarmIndex.build(store, "geo", using="image").source == "scroll"  # not sealed yet
+        store.seal("geo")
+        bulk = WarmIndex.build(store, "geo", using="image")
+        scrolled = WarmIndex.build_by_scroll(store, "geo", using="image")
+        assert bulk.source == "bulk" and bulk.count == scrolled.count == 100
+        assert isinstance(bulk.vectors, np.memmap)  # one copy: the page cache's
+        rng = np.random.default_rng(11)
+        for _ in range(5):
+            query = rng.normal(size=encoder.dim).astype(np.float32)
+            query /= np.linalg.norm(query)
+            for k in (1, 17, 100, 500):
+                np.testing.assert_array_equal(bulk.ranked_lonlat(query, k), scrolled.ranked_lonlat(query, k))

@@ -2,9 +2,13 @@
 
 The reference reloads its saved features and rebuilds its index for every query run; the engine's
 exact search costs about a second at 1.4 million tiles with payloads. A warm index reads the
-vectors and tile positions out of the store once per collection (rows filled in place, no second
-copy), then ranks a query with `vectors @ q` and `argpartition`. It is rebuilt when the collection's
-point count changes (an indexing job added tiles).
+vectors and tile positions out of the store once per collection, then ranks a query with
+`vectors @ q` and `argpartition`. It is rebuilt when the collection's point count changes (an
+indexing job added tiles).
+
+Reading: `VectorStore.bulk_read` first (the embedded store's sidecar, memory-mapped and checked
+against the seal manifest: seconds at 1.4 million tiles, and the vectors stay one copy, the page
+cache's); else `scroll` (about 150 s at 1.4 million tiles), rows filled in place.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class WarmIndex:
     lonlat: np.ndarray  # (N, 2) float64
     id_rank: np.ndarray  # (N,) rank of each row's point id in sorted order: the tie-break
     build_s: float
+    source: str = "scroll"  # "bulk": memory-mapped from the store's sidecar
 
     @property
     def count(self) -> int:
@@ -50,6 +55,21 @@ class WarmIndex:
     @classmethod
     def build(cls, store: VectorStore, collection: str, *, using: str) -> WarmIndex:
         started = time.perf_counter()
+        read = getattr(store, "bulk_read", None)  # stand-ins for a store may lack it
+        bulk = read(collection, using=using, geo_field=LOCATION_FIELD) if read is not None else None
+        if bulk is not None and bulk.lonlat is not None and not np.isnan(bulk.lonlat).any():
+            index = cls(collection, bulk.vectors, bulk.lonlat, bulk.id_rank(), time.perf_counter() - started,
+                        source="bulk")  # fmt: skip
+            log.info("warm index of %s: %d tiles memory-mapped in %.1f s", collection, index.count,
+                     index.build_s)  # fmt: skip
+            return index
+        return cls.build_by_scroll(store, collection, using=using, started=started)
+
+    @classmethod
+    def build_by_scroll(
+        cls, store: VectorStore, collection: str, *, using: str, started: float | None = None
+    ) -> WarmIndex:
+        started = time.perf_counter() if started is None else started
         expected = store.count(collection)
         vectors: np.ndarray | None = None
         lonlat = np.empty((expected, 2), dtype=np.float64)
