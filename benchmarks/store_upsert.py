@@ -2,7 +2,8 @@
 
     python benchmarks/store_upsert.py [--points 50000] [--dim 512] [--batch 256] [--limit 20000]
 
-Writes random L2-normalised vectors through `EmbeddedStore.upsert` (each call flushes), then times
+Writes random L2-normalised vectors through `EmbeddedStore.upsert` (no flush per call since issue 19;
+benchmarks/store_ingest.py measures the flush-per-unit path against the raw engine), then times
 exact top-`limit` searches, one query at a time and as one batch. The store lives in a temporary
 directory unless --root is given.
 """
