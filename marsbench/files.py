@@ -61,6 +61,11 @@ def no_space_message(path: Path, exc: OSError) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """`write_bytes_atomic` of the UTF-8 text."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file, fsync and rename: readers see the old file or the new one, never a
     half-written or empty one (a crash or a full disk included). The temporary file is removed on
     any error; a full disk raises `DiskFull` naming the file.
@@ -69,7 +74,6 @@ def write_text_atomic(path: Path, text: str) -> None:
     (an indexing job's progress and its finished shards) each rename their own; the last one wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    data = text.encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

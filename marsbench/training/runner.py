@@ -43,6 +43,7 @@ from marsbench.training.loop import (
     embed,
     pick_device,
     retrieval_metrics,
+    save_checkpoint,
     train_loop,
     unwrap,
 )
@@ -205,9 +206,7 @@ def train(config: TrainConfig, *, on_step: ProgressFn | None = None, log: Log = 
             "name": name,
             "state_dict": state,
         }
-        tmp = weights.with_name(f".{weights.name}.tmp")
-        torch.save(payload, tmp)
-        tmp.replace(weights)
+        save_checkpoint(weights, payload)
         plot_losses(
             result.losses, out / CURVE_FILE, f"{name}: {len(data.train)} pairs, batch {config.batch_size}"
         )

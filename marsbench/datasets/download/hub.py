@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from marsbench.datasets.errors import DatasetError
+from marsbench.files import write_text_atomic
 
 SOURCE_NAME = "download_source.json"
 UNPINNED_WARNING = "unpinned (main) until verified"
@@ -204,9 +205,7 @@ def download_hub_dataset(
 
 
 def write_source(out: Path, source: HubSource) -> None:
-    temp = out / f".{SOURCE_NAME}.tmp"
-    temp.write_text(source.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    temp.replace(out / SOURCE_NAME)
+    write_text_atomic(out / SOURCE_NAME, source.model_dump_json(indent=2) + "\n")
 
 
 def pairs_tsv_from_hub(

@@ -42,10 +42,10 @@ from marsbench.datasets.download.shards import (
     stage_sample,
     staged_keys,
     staging_dir,
-    write_atomic,
 )
-from marsbench.datasets.download.tsv import PairRow, file_sha256, positional_key, read_tsv, tsv_keys_usable
+from marsbench.datasets.download.tsv import PairRow, positional_key, read_tsv, tsv_keys_usable
 from marsbench.datasets.errors import DatasetError
+from marsbench.files import file_sha256, write_bytes_atomic
 
 MANIFEST_NAME = "download_manifest.json"
 FAILURES_JSON = "download_failures.json"
@@ -190,7 +190,7 @@ def _check_manifest(out: Path, wanted: DownloadManifest) -> None:
                 "(found, wanted): use a new --out folder, or remove the old shards and the manifest"
             )
         return
-    write_atomic(path, wanted.model_dump_json(indent=2).encode("utf-8"))
+    write_bytes_atomic(path, wanted.model_dump_json(indent=2).encode("utf-8"))
 
 
 def _load_failures(out: Path) -> dict[str, DownloadFailure]:
@@ -207,7 +207,7 @@ def _load_failures(out: Path) -> dict[str, DownloadFailure]:
 def write_failures(out: Path, failures: list[DownloadFailure]) -> Path:
     """Both failure files, atomically, in row order."""
     ordered = sorted(failures, key=lambda f: f.row)
-    write_atomic(
+    write_bytes_atomic(
         out / FAILURES_JSON,
         json.dumps([f.model_dump() for f in ordered], indent=1, ensure_ascii=False).encode("utf-8"),
     )
@@ -217,7 +217,7 @@ def write_failures(out: Path, failures: list[DownloadFailure]) -> Path:
     writer.writerow(fields)
     for failure in ordered:
         writer.writerow([getattr(failure, name) for name in fields])
-    write_atomic(out / FAILURES_CSV, text.getvalue().encode("utf-8"))
+    write_bytes_atomic(out / FAILURES_CSV, text.getvalue().encode("utf-8"))
     return out / FAILURES_JSON
 
 

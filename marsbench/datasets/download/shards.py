@@ -19,6 +19,7 @@ from pathlib import Path
 
 from marsbench.datasets.paired import IMAGE_EXTENSIONS, JSON_EXTENSION, split_part_name
 from marsbench.datasets.tar_shards import scan_tar_members
+from marsbench.files import write_bytes_atomic
 
 STAGING = ".partial"
 IMAGE_EXT = ".jpg"
@@ -30,16 +31,6 @@ def shard_name(index: int) -> str:
 
 def staging_dir(out: Path, shard: str) -> Path:
     return out / STAGING / shard.removesuffix(".tar")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """`data` into `path` by way of a temporary file in the same folder, synced, then renamed."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temp.replace(path)
 
 
 def shard_keys(path: Path) -> set[str] | None:
@@ -71,8 +62,8 @@ def staged_keys(folder: Path) -> set[str]:
 
 def stage_sample(folder: Path, key: str, image: bytes, meta: bytes) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / f"{key}{IMAGE_EXT}", image)
-    write_atomic(folder / f"{key}{JSON_EXTENSION}", meta)
+    write_bytes_atomic(folder / f"{key}{IMAGE_EXT}", image)
+    write_bytes_atomic(folder / f"{key}{JSON_EXTENSION}", meta)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:

@@ -11,7 +11,6 @@ file when none is named after a split).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -148,14 +147,6 @@ def read_tsv(path: Path) -> list[PairRow]:
             ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tsv_keys_usable(rows: list[PairRow]) -> bool:
