@@ -27,13 +27,22 @@ fi
 
 # Reinstall only when what decides the environment changed.
 stamp="$venv/.marsbench-install"
-want="$(cat pyproject.toml setup.py scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+# The workspace's members, in dependency order (pyproject.toml's [tool.uv.workspace] lists the same).
+members=(libs/wire libs/common services/encoder services/indexer services/evaluator training
+  clients/python clients/cli)
+want="$(cat pyproject.toml scripts/bootstrap.sh "${members[@]/%//pyproject.toml}" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing dependencies into $venv (the first time takes a few minutes) ..."
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   # PyTorch is pinned: these exact builds are the ones tested (and the ones on the CI machine).
   "$venv/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-  "$venv/bin/python" -m pip install --quiet -e ".[test]"
+  # Every member editable in one resolve, so their pins on each other are met by these checkouts;
+  # then the root's test group (pip >= 25.1 reads PEP 735 dependency groups).
+  editable=()
+  for member in "${members[@]}"; do editable+=(-e "./$member"); done
+  "$venv/bin/python" -m pip uninstall --quiet --yes marsbench 2>/dev/null || true  # the pre-workspace distribution
+  "$venv/bin/python" -m pip install --quiet "${editable[@]}"
+  "$venv/bin/python" -m pip install --quiet --group test
   echo "$want" > "$stamp"
 fi
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -15,10 +14,10 @@ import torch
 from PIL import Image
 from torch.nn.functional import normalize
 
-import marsbench
 from marsbench.datasets.synth import LANDFORM_CLASSES, synthesize
+from marsbench.encoder.core.registry import assets_dir
 
-ASSET = Path(marsbench.__file__).parent / "assets" / "marsbench-tiny"
+ASSET = assets_dir() / "marsbench-tiny"
 TEMPLATES = (
     "a photo of {}, a type of martian terrain",
     "a satellite photo of {}.",

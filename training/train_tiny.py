@@ -10,7 +10,7 @@ It then evaluates on the held-out seed-0 small set with the benchmark's own prot
 text-to-image mAP, paired R@1) and writes `open_clip_config.json` and
 `open_clip_model.safetensors` (fp16) for `open_clip.create_model_and_transforms("local-dir:...")`.
 
-    python training/train_tiny.py --out marsbench/assets/marsbench-tiny
+    python training/train_tiny.py --out services/encoder/src/marsbench/encoder/assets/marsbench-tiny
 """
 
 from __future__ import annotations
@@ -321,9 +321,12 @@ def zero_shot_accuracy(
 # ---------------------------------------------------------------- main
 
 
+TINY_ASSET = Path("services/encoder/src/marsbench/encoder/assets/marsbench-tiny")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("marsbench/assets/marsbench-tiny"))
+    p.add_argument("--out", type=Path, default=TINY_ASSET)
     p.add_argument("--data-dir", type=Path, default=Path("data/marsbench-tiny"))
     p.add_argument("--seed", type=int, default=1, help="training data and init seed (not 0, the demo's)")
     p.add_argument("--epochs", type=int, default=16)

@@ -276,7 +276,7 @@ def test_cli_collections_and_jobs_commands(
 
 
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from marsbench import __version__
+    from marsbench.version import __version__
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["--version"])

@@ -19,15 +19,10 @@ from marsbench.client import EncoderClient
 from marsbench.encoder.app import create_app as create_encoder
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.indexer.core.jobs import JobManager
-from marsbench.observability import (
-    REQUEST_ID_HEADER,
-    StructuredFormatter,
-    current_request_id,
-    install_log_context,
-    request_context,
-)
+from marsbench.observability import StructuredFormatter, install_log_context
 from marsbench.schemas.jobs import JobCreate, JobState, TaskName
 from marsbench.store import EmbeddedStore
+from marsbench.tracing import REQUEST_ID_HEADER, current_request_id, request_context
 from tests.fakes import FakeEncoder
 
 

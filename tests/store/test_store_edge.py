@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import marsbench
+import marsbench.store
 from marsbench.store import (
     CollectionMismatch,
     CollectionSpec,
@@ -59,7 +59,7 @@ def _points(n: int, start: int = 0, seed: int = 0) -> list[Point]:
 
 def _in_other_process(root: Path, name: str) -> str:
     # The child imports the very marsbench under test, wherever it is installed from.
-    source = str(Path(marsbench.__file__).resolve().parents[1])
+    source = str(Path(marsbench.store.__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-c", _OTHER_PROCESS, str(root), name],

@@ -11,7 +11,7 @@ import httpx
 
 from marsbench.client._auth import auth_headers
 from marsbench.client._errors import ApiError, ServiceUnavailable
-from marsbench.observability import request_id_headers
+from marsbench.tracing import request_id_headers
 
 # Statuses worth retrying: overload (honouring Retry-After) and a service (re)starting.
 _RETRY_STATUS = {429, 502, 503, 504}

@@ -18,7 +18,6 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-import marsbench
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.geo import ground_truth_path, query_image_paths
 from marsbench.files import file_sha256
@@ -34,6 +33,7 @@ from marsbench.schemas.provenance import (
     Timings,
 )
 from marsbench.schemas.runs import RunCreate
+from marsbench.version import __version__
 
 # Distributions whose versions change numbers or behaviour: the array and model stack, the
 # store's clients, the schemas and the service layer, the figures.
@@ -71,10 +71,10 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
 @cache
 def software() -> SoftwareProvenance:
     """This process's Python, marsbench and package versions, and the source checkout's commit."""
-    commit, dirty = git_state(Path(marsbench.__file__).resolve().parent)
+    commit, dirty = git_state(Path(__file__).resolve().parent)
     return SoftwareProvenance(
         python=platform.python_version(),
-        marsbench=marsbench.__version__,
+        marsbench=__version__,
         packages=package_versions(),
         git_commit=commit,
         git_dirty=dirty,

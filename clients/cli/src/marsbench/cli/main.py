@@ -33,7 +33,7 @@ def _version() -> str:
     try:
         return version("marsbench")
     except PackageNotFoundError:  # run from a checkout that is not installed
-        from marsbench import __version__
+        from marsbench.version import __version__
 
         return __version__
 

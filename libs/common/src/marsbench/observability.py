@@ -15,16 +15,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import os
-import re
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,52 +30,15 @@ from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from marsbench.tracing import REQUEST_ID_HEADER, accepted_id, request_context, request_id_var, service_var
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "X-Request-ID"
-# Ids from callers end up in log lines: only short ids of safe characters are kept as sent.
-_SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _UNMATCHED = "<unmatched>"  # the route label of requests no route matched (404s, fuzzers' paths)
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("marsbench_request_id", default=None)
-_service: contextvars.ContextVar[str | None] = contextvars.ContextVar("marsbench_service", default=None)
-
 log = logging.getLogger("marsbench.http")
-
-# -- request ids ------------------------------------------------------------------------------------
-
-
-def current_request_id() -> str | None:
-    """The id of the request being served on this task or thread (None outside any request)."""
-    return _request_id.get()
-
-
-def request_id_headers() -> dict[str, str]:
-    """Headers for an outgoing call, so the next service logs under the same id."""
-    rid = _request_id.get()
-    return {REQUEST_ID_HEADER: rid} if rid else {}
-
-
-@contextlib.contextmanager
-def request_context(request_id: str | None = None, service: str | None = None) -> Iterator[str]:
-    """Run a block under a request id (a new one by default): for work started outside HTTP."""
-    rid = request_id or new_request_id()
-    tokens = (_request_id.set(rid), _service.set(service or _service.get()))
-    try:
-        yield rid
-    finally:
-        _service.reset(tokens[1])
-        _request_id.reset(tokens[0])
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _accepted_id(sent: str | None) -> str:
-    return sent if sent and _SANE_ID.fullmatch(sent) else new_request_id()
 
 
 # -- logging ----------------------------------------------------------------------------------------
@@ -98,8 +57,8 @@ def install_log_context() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        record.request_id = _request_id.get()
-        record.service = _service.get()
+        record.request_id = request_id_var.get()
+        record.service = service_var.get()
         return record
 
     setattr(factory, _FACTORY_MARK, True)
@@ -209,7 +168,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         sent = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.lower().encode())
-        rid = _accepted_id(sent.decode("latin-1") if sent else None)
+        rid = accepted_id(sent.decode("latin-1") if sent else None)
         status = 500  # what the client gets if the app raises before answering
         started = time.perf_counter()
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from marsbench.assets import BASEMAP
 from marsbench.datasets.confine import Confinement, OutsideRoots
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.geo import GROUND_TRUTH_DIR, ground_truth_path, landforms, load_ground_truth
@@ -63,10 +64,8 @@ class Basemap:
 
 
 def bundled_basemap_path() -> Path:
-    """The packaged map: next to the `marsbench` package once installed, in the repository otherwise."""
-    import marsbench
-
-    return Path(marsbench.__file__).resolve().parent / "assets" / "basemap" / "mars-relief.jpg"
+    """The map the shared library ships (`marsbench.assets`)."""
+    return BASEMAP
 
 
 def bundled_basemap() -> Basemap:

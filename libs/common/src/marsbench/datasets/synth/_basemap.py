@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from marsbench.assets import BASEMAP
+
 from ._terrain import fractal_noise
 
 BASEMAP_WIDTH = 1024
 BASEMAP_SEED = 2026
 BASEMAP_QUALITY = 82
-PACKAGED = Path(__file__).resolve().parents[2] / "assets" / "basemap" / "mars-relief.jpg"
+PACKAGED = BASEMAP
 
 # (lon, lat, sigma in degrees, height): broad rises (+) and basins (-), in rough Martian places.
 _BUMPS: tuple[tuple[float, float, float, float], ...] = (

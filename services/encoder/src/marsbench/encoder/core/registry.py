@@ -133,8 +133,8 @@ class ModelSpec(BaseModel):
 
 
 def assets_dir() -> Path:
-    """Folder of the weights shipped inside the `marsbench` package (source or installed)."""
-    return Path(str(resources.files("marsbench") / "assets"))
+    """Folder of the weights shipped inside the encoder package (source or installed)."""
+    return Path(str(resources.files("marsbench.encoder") / "assets"))
 
 
 class RegistryError(InvalidModelRef):
