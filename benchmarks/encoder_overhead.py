@@ -234,7 +234,7 @@ class InProcessModel:
     def __init__(self, ref: str) -> None:
         from marsbench.encoder.adapters import RuntimeOptions, load_model
         from marsbench.encoder.core.images import decode_image
-        from marsbench.encoder.core.registry import registered_specs, resolve_model
+        from marsbench.encoder.registry import registered_specs, resolve_model
         from marsbench.encoder.settings import EncoderSettings
 
         spec = resolve_model(ref, registered_specs([]))

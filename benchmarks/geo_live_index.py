@@ -69,7 +69,7 @@ from store_full_scale import (
     tile_of,
 )
 
-from marsbench.evaluator.core.geo import ranked_locations
+from marsbench.evaluator.core.tasks.geo import ranked_locations
 from marsbench.evaluator.core.warm_index import SCORE_DECIMALS, WarmIndex, WarmIndexCache
 from marsbench.evaluator.metrics.geo import GeoCurve, exact_curve, parity_curve
 from marsbench.store import EmbeddedStore

@@ -47,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 MODEL = "marsbench-tiny"
 HOST = "127.0.0.1"
 DEFAULT_JSON = Path(tempfile.gettempdir()) / "marsbench-load-encoder.json"
-# The encoder's defaults for its input limits (services/encoder/settings.py); set explicitly on the
+# The encoder's defaults for its input limits (marsbench.encoder.settings); set explicitly on the
 # server so the oversize requests are oversize whatever the environment says.
 MAX_TEXT_CHARS = 20_000
 MAX_ITEMS = 1000

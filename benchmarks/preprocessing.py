@@ -30,7 +30,7 @@ import torch
 from marsbench.datasets.synth import relief_png_tiles
 from marsbench.encoder.adapters import RuntimeOptions, load_model
 from marsbench.encoder.core.images import decode_image, decode_tensor
-from marsbench.encoder.core.registry import resolve_model
+from marsbench.encoder.registry import resolve_model
 
 LIMIT = 64_000_000
 

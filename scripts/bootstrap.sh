@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything marsbench needs in ./.venv, then runs the demo or the test suite.
 #   bash scripts/bootstrap.sh demo    # synthetic data + marsbench-tiny through all services
-#   bash scripts/bootstrap.sh test    # lint + the full test suite
+#   bash scripts/bootstrap.sh test    # lint, type check, the full test suite (import contracts included)
 # Idempotent: a second run reuses the environment and reinstalls only when the project's
 # dependency files changed. PYTHON picks the interpreter (3.11 or newer), default python3.
 set -euo pipefail
@@ -28,8 +28,8 @@ fi
 # Reinstall only when what decides the environment changed.
 stamp="$venv/.marsbench-install"
 # The workspace's members, in dependency order (pyproject.toml's [tool.uv.workspace] lists the same).
-members=(libs/wire libs/common services/encoder services/indexer services/evaluator training
-  clients/python clients/cli)
+members=(libs/wire libs/common clients/python services/encoder services/indexer services/evaluator
+  training clients/cli)
 want="$(cat pyproject.toml scripts/bootstrap.sh "${members[@]/%//pyproject.toml}" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing dependencies into $venv (the first time takes a few minutes) ..."
@@ -61,4 +61,6 @@ if [ -z "${MARSBENCH_SKIP_BROWSER:-}" ] && ! { command -v chromium && command -v
 fi
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
+# The type checker over every member's src/ (settings: the root pyproject's [tool.mypy]).
+"$venv/bin/python" -m mypy
 exec "$venv/bin/python" -m pytest

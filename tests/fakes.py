@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from marsbench.client import ApiError, ServiceUnavailable
+from marsbench.evaluator.core.ports import UpstreamError
 from marsbench.indexer.core.jobs import JobManager
+from marsbench.indexer.core.ports import ItemRejected
 from marsbench.schemas.common import Modality
 from marsbench.schemas.jobs import JobStatus
 from marsbench.schemas.models import ModelInfo
@@ -27,7 +28,8 @@ def unit_vector(seed_text: str | bytes, dim: int = DIM) -> np.ndarray:
 
 class FakeEncoder:
     """Embeds images by hashing their bytes and texts by hashing the text; PIL-decodes images
-    first and answers an undecodable one like the encoder does (422 naming its index)."""
+    first and rejects an undecodable one as the indexer's encoder port does (`ItemRejected` naming
+    its index: what `marsbench.indexer.adapters.HttpEncoder` makes of the encoder's 422)."""
 
     def __init__(
         self,
@@ -67,9 +69,7 @@ class FakeEncoder:
                 with Image.open(io.BytesIO(data)) as image:
                     image.load()
             except Exception as exc:
-                raise ApiError(
-                    422, "InvalidInput", f"input[{index}]: cannot decode image: {exc}", {"index": index}
-                ) from None
+                raise ItemRejected(f"input[{index}]: cannot decode image: {exc}", index=index) from None
         self.images_embedded += len(images)
         return np.stack([unit_vector(data, self.dim) for data in images])
 
@@ -98,7 +98,8 @@ class InProcessJobs:
 
 
 class IndexerDown:
-    """An indexer that does not answer, as the client reports it after its retries."""
+    """An indexer that does not answer, as the evaluator's port reports it once the client's retries
+    are spent (`marsbench.evaluator.adapters.HttpIndexingJobs`)."""
 
     def jobs(self, collection: str | None = None) -> list[JobStatus]:
-        raise ServiceUnavailable("GET /v1/jobs: no answer from http://indexer:8002")
+        raise UpstreamError("GET /v1/jobs: no answer from http://indexer:8002", service="indexer")

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.nn.functional import normalize
 
 from marsbench.datasets.synth import LANDFORM_CLASSES, synthesize
-from marsbench.encoder.core.registry import assets_dir
+from marsbench.encoder.registry import assets_dir
 
 ASSET = assets_dir() / "marsbench-tiny"
 TEMPLATES = (

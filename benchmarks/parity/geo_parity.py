@@ -574,9 +574,9 @@ def _our_query(record: Mapping[str, Any]) -> np.ndarray:
     """The query vector as the evaluator builds it (its build_geo_query, the record's settings)."""
     from marsbench.encoder.adapters.base import RuntimeOptions
     from marsbench.encoder.adapters.open_clip import OpenClipModel
-    from marsbench.encoder.core.registry import resolve_model
+    from marsbench.encoder.registry import resolve_model
     from marsbench.encoder.settings import EncoderSettings
-    from marsbench.evaluator.core.geo import build_geo_query
+    from marsbench.evaluator.core.tasks.geo import build_geo_query
     from marsbench.schemas.runs import QueryMode, RunCreate, TaskName
 
     settings = record.get("settings") or {}
@@ -635,7 +635,7 @@ def _our_ranking(
     record: Mapping[str, Any], store: VectorStore, query: np.ndarray, names_by_id: Mapping[str, str]
 ) -> tuple[list[str], list[float], list[tuple[float, float]], dict[str, float]]:
     """Tile names, rounded scores and (lon, lat) in the evaluator's parity order; raw scores by name."""
-    from marsbench.evaluator.core.geo import SCORE_DECIMALS, ranked_locations
+    from marsbench.evaluator.core.tasks.geo import SCORE_DECIMALS, ranked_locations
 
     settings = record.get("settings") or {}
     hits = store.search_batch(

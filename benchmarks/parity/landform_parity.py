@@ -526,10 +526,9 @@ def _our_rankings(
     """Rankings exactly as the evaluator forms them: the encoder's model, the store's scores, the tie rule."""
     from marsbench.encoder.adapters.base import RuntimeOptions
     from marsbench.encoder.adapters.open_clip import OpenClipModel
-    from marsbench.encoder.core.registry import resolve_model
-    from marsbench.evaluator.core.landform import SCORE_DECIMALS
+    from marsbench.encoder.registry import resolve_model
     from marsbench.evaluator.metrics.ranking import rank_order
-    from marsbench.tasks.landform import PROMPT_TEMPLATES, class_prompts, ensemble_query
+    from marsbench.tasks.landform import PROMPT_TEMPLATES, SCORE_DECIMALS, class_prompts, ensemble_query
 
     model = OpenClipModel.load(resolve_model(str(record["model"])), RuntimeOptions(device="cpu"))
     prompts = [p for name in classes for p in class_prompts(name)]

@@ -465,7 +465,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def _diagnose(record: Mapping[str, Any], store: VectorStore, args: argparse.Namespace) -> int:
-    from marsbench.evaluator.core.paired import load_pairs
+    from marsbench.evaluator.core.tasks.paired import load_pairs
     from marsbench.evaluator.metrics.paired import paired_metrics, paired_ranks
 
     keys, images, texts = load_pairs(store, str(record["collection"]))

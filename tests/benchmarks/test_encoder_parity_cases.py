@@ -5,7 +5,7 @@ comparison itself runs outside the test command (it builds reference environment
 from __future__ import annotations
 
 from benchmarks.parity.encoder_parity import REFERENCE_SCRIPTS, all_envs, all_sources, discover
-from marsbench.encoder.core.registry import builtin_specs
+from marsbench.encoder.registry import builtin_specs
 
 # The project's own tiny model has no reference counterpart.
 NOT_IN_THE_REFERENCE = {"marsbench-tiny"}

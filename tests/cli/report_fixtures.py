@@ -20,6 +20,7 @@ from PIL import Image
 
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import Curve, QueryMode, RunRecord
+from marsbench.tasks.geo import DEFAULT_RADIUS_DEG, DEFAULT_TOP_K
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 CLIP = "clip"
@@ -140,7 +141,7 @@ def write_results(root: Path) -> Results:
         save(runs, _record(TaskName.LANDFORM, model, run_id, metrics, per_class=per_class))
 
     # -- geo: clip on two landforms x two modes; marscope forced / version 1 -----------------------
-    geo_fields = {"settings": {"top_k": 20_000, "radius_deg": 0.5}}
+    geo_fields = {"settings": {"top_k": DEFAULT_TOP_K, "radius_deg": DEFAULT_RADIUS_DEG}}
     for i, (landform, mode) in enumerate(
         (lf, m) for lf in ("yardangs", "landslides") for m in (QueryMode.TEXT, QueryMode.IMAGE)
     ):

@@ -24,10 +24,11 @@ from marsbench.cli.benchmark import (
 from marsbench.cli.benchmark_config import BenchmarkConfig, ConfigError, load_config
 from marsbench.cli.leaderboard import leaderboards
 from marsbench.cli.main import main
-from marsbench.encoder.core.registry import registered_specs
+from marsbench.encoder.registry import registered_specs
 from marsbench.schemas.common import Modality
 from marsbench.schemas.jobs import TaskName
-from marsbench.schemas.runs import QueryMode, RunRecord
+from marsbench.schemas.runs import GeoSettings, QueryMode, RunRecord
+from marsbench.tasks.geo import DEFAULT_MIX_RATIO, DEFAULT_RADIUS_DEG, DEFAULT_TOP_K
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -84,7 +85,10 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     ]
     assert [entry.name() for entry in config.models] == ["open_clip:ViT-B-32", "MarScope"]
     # Defaults are the evaluator's.
-    assert (config.geolocalization.top_k, config.geolocalization.mix_ratio) == (20_000, 0.3)
+    assert (config.geolocalization.top_k, config.geolocalization.mix_ratio) == (
+        DEFAULT_TOP_K,
+        DEFAULT_MIX_RATIO,
+    )
 
 
 @pytest.mark.parametrize(
@@ -201,7 +205,11 @@ def test_plan_is_the_cross_product_with_image_only_models_routed_to_image_querie
     # Labels name rows; the reference (with the checkpoint) identifies runs.
     assert {run.label for run in plan.runs} == {"clip", "dino", "marscope@m.pt"}
     request = by_task[TaskName.GEOLOCALIZATION][0].request
-    assert (request.top_k, request.radius_deg, request.dataset_dir) == (20_000, 0.5, "/d/geo")
+    assert (request.top_k, request.radius_deg, request.dataset_dir) == (
+        DEFAULT_TOP_K,
+        DEFAULT_RADIUS_DEG,
+        "/d/geo",
+    )
 
 
 def test_plan_uses_the_datasets_landforms_for_all_and_leaves_out_unknown_models() -> None:
@@ -266,10 +274,11 @@ def test_a_record_identifies_the_run_that_made_it_and_finished_runs_are_skipped(
     # A record made with other options, or another instruction, is another run.
     geo = next(run for run in plan.runs if run.key.task is TaskName.GEOLOCALIZATION)
     other = record_for(geo)
-    other.settings["top_k"] = 100
+    assert isinstance(other.settings, GeoSettings)
+    other.settings.top_k = 100
     assert record_key(other) != geo.key
     instructed = record_for(geo)
-    instructed.settings["model_prompts"] = {"query_instruction": "Find Mars images."}
+    instructed.settings.model_prompts = {"query_instruction": "Find Mars images."}
     assert record_key(instructed) != geo.key
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from marsbench.cli.main import main
-from marsbench.encoder.core.registry import registered_specs
+from marsbench.encoder.registry import registered_specs
 from tests.encoder.test_registry import BENCHMARK_MODELS
 
 

@@ -17,11 +17,16 @@ from marsbench.datasets.coords import parse_tile_name, tile_name
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.geo import (
     DEFAULT_VARIANT,
+    NAME_FIELD,
+    SOURCE_FIELD,
+    UNIT_FIELD,
     GeoTileDataset,
     ground_truth_path,
     landforms,
     load_ground_truth,
     query_images,
+    tile_lonlat,
+    tile_payload,
     tile_variants,
 )
 from marsbench.datasets.records import ImageRecord, SkipLog
@@ -270,18 +275,12 @@ def test_tar_records_keys_payloads_and_order(tar_dataset: Path) -> None:
         "srcB/E0_0_N0_0.png",
         "srcB/E_0_2_N_0_4.png",
     ]
-    assert records[0].payload == {
-        "name": "E12_4_N_3_2.png",
-        "source": "srcA",
-        "location": {"lon": 12.4, "lat": -3.2},
-        "unit": "srcA/000000.tar",
-    }
-    assert records[2].payload["location"] == {"lon": -12.4, "lat": 3.2}
-    assert records[2].payload["unit"] == "srcA/000001.tar"
+    assert records[0].payload == tile_payload("E12_4_N_3_2.png", "srcA", "srcA/000000.tar", 12.4, -3.2)
+    assert tile_lonlat(records[2].payload) == (-12.4, 3.2)
+    assert records[2].payload[UNIT_FIELD] == "srcA/000001.tar"
     assert records[0].image == png_bytes(10)
     for record in records:
-        location = record.payload["location"]
-        assert parse_tile_name(record.payload["name"]) == (location["lon"], location["lat"])
+        assert parse_tile_name(record.payload[NAME_FIELD]) == tile_lonlat(record.payload)
     assert dataset.count() == 5
 
 
@@ -453,12 +452,7 @@ def test_loose_layout(tmp_path: Path) -> None:
     done: list[str] = []
     records, skips = read_all(dataset, on_unit_done=done.append)
     assert [r.key for r in records] == ["srcA/E1_0_N1_0.png", "srcA/E_1_0_N1_0.png", "srcB/E3_0_N_1_0.png"]
-    assert records[1].payload == {
-        "name": "E_1_0_N1_0.png",
-        "source": "srcA",
-        "location": {"lon": -1.0, "lat": 1.0},
-        "unit": "srcA",
-    }
+    assert records[1].payload == tile_payload("E_1_0_N1_0.png", "srcA", "srcA", -1.0, 1.0)
     assert list(reasons(skips)) == ["srcA/bad_name.png"]
     assert done == ["srcA", "srcB"]
     resumed, _ = read_all(dataset, skip_units=["srcA"])
@@ -619,10 +613,10 @@ def test_reads_the_synthetic_geo_dataset(tmp_path: Path) -> None:
     records, skips = read_all(dataset, on_unit_done=done.append)
     assert skips.count == 0 and len(records) == summary.geo.tiles
     assert done == dataset.units()
-    assert {r.payload["source"] for r in records} == set(summary.geo.sources)
+    assert {r.payload[SOURCE_FIELD] for r in records} == set(summary.geo.sources)
     spec = synth.SCALES["small"]
     (west, east), (south, north) = spec.geo_lon_range, spec.geo_lat_range
-    corners = {(r.payload["location"]["lon"], r.payload["location"]["lat"]) for r in records}
+    corners = {tile_lonlat(r.payload) for r in records}
     expected = {
         (lon / 10, lat / 10)
         for lon in range(west * 10, east * 10, 2)

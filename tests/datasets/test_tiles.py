@@ -18,7 +18,7 @@ from PIL import Image
 
 from marsbench.cli.main import main as cli_main
 from marsbench.datasets.coords import parse_tile_name
-from marsbench.datasets.geo import GeoTileDataset
+from marsbench.datasets.geo import NAME_FIELD, SOURCE_FIELD, GeoTileDataset, tile_lonlat
 from marsbench.datasets.records import SkipLog
 from marsbench.datasets.tiles.grid import (
     SourceNameError,
@@ -112,14 +112,12 @@ def test_build_read_resume_and_parallel(mosaic: Path, tmp_path: Path) -> None:
     skips = SkipLog()
     records = list(dataset.iter_records(skips))
     assert dataset.layout == "tar" and skips.count == 0 and len(records) == 800
-    corners = {(r.payload["source"], r.payload["name"]) for r in records}
+    corners = {(r.payload[SOURCE_FIELD], r.payload[NAME_FIELD]) for r in records}
     expected = {("MurrayLab_CTX_V01_E-04_N-8_Mosaic", c.name) for c in source_cells(-4, -8)}
     expected |= {("MurrayLab_CTX_V01_E008_N04_Mosaic", c.name) for c in source_cells(8, 4)}
     assert corners == expected
     record = records[0]
-    assert (record.payload["location"]["lon"], record.payload["location"]["lat"]) == parse_tile_name(
-        record.payload["name"]
-    )
+    assert tile_lonlat(record.payload) == parse_tile_name(record.payload[NAME_FIELD])
     assert Image.open(io.BytesIO(record.image)).size == (16, 16)
 
     # One process gives the same bytes as the pool.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import COMPOSE_FILE, EnvEntry, run_compose
+from tests.deploy.dockerfile import dockerfile
 
 Config = dict[str, object]
 
@@ -212,12 +213,27 @@ def test_networks(cluster_config: Config) -> None:
 
 def test_services_build_from_gpu_dockerfile(config: Config) -> None:
     targets = {}
+    stages = dockerfile().stages
     for name, service in services(config).items():
         if "build" in service:
             assert Path(service["build"]["dockerfile"]).name == "gpu.Dockerfile", name
             targets[name] = service["build"]["target"]
-    assert targets == {"encoder": "gpu", "indexer": "cpu", "evaluator": "cpu", "benchmark": "cpu"}
-    assert services(config)["indexer"]["image"] == services(config)["benchmark"]["image"] == "marsbench:cpu"
+            assert targets[name] in stages, f"{name}: gpu.Dockerfile has no target {targets[name]}"
+            assert service["image"] == f"marsbench:{targets[name]}", name
+    # The indexer and evaluator run their slim, torch-free images; the encoder the GPU one; the
+    # benchmark job the CLI's.
+    assert targets == {"encoder": "gpu", "indexer": "indexer", "evaluator": "evaluator", "benchmark": "cpu"}
+
+
+def test_slim_services_run_what_their_image_runs(config: Config) -> None:
+    """Compose's command is the image's own CMD, plus the log level from .env."""
+    for name in ("indexer", "evaluator"):
+        command = list(services(config)[name]["command"])
+        image_cmd = dockerfile().cmd(name)
+        assert command[: len(image_cmd)] == image_cmd, name
+        assert command[len(image_cmd) :] == ["--log-level=info"], name
+        port = dockerfile().env(name)["MARSBENCH_PORT"]
+        assert environment(services(config)[name])["MARSBENCH_PORT"] == port, name
 
 
 def test_benchmark_job(config: Config) -> None:

@@ -19,7 +19,7 @@ from marsbench.encoder.adapters import EmbeddingModel, RuntimeOptions, load_mode
 from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions
 from marsbench.encoder.app import create_app
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.embeddings import BINARY_DIM_HEADER
 from tests.conftest import png_bytes

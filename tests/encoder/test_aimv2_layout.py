@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from marsbench.encoder.adapters.aimv2_layout import ensure_native_layout, is_original_layout
-from marsbench.encoder.core.errors import ModelLoadFailed
+from marsbench.encoder.errors import ModelLoadFailed
 from tests.encoder import tiny_models
 
 # Native (transformers) key -> Apple key, relative to one tower; q/k/v are merged separately.
@@ -321,7 +321,7 @@ def test_the_adapter_serves_a_pinned_apple_layout_snapshot_like_the_native_model
     import huggingface_hub.constants
 
     from marsbench.encoder.adapters import RuntimeOptions, load_model
-    from marsbench.encoder.core.registry import ModelSpec
+    from marsbench.encoder.registry import ModelSpec
 
     native, apple = lit_dirs if family == "hf_aimv2" else vision_dirs
     revision = "ab" * 20

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from marsbench.encoder.core.batcher import DynamicBatcher
-from marsbench.encoder.core.errors import ForwardFailed, Overloaded
+from marsbench.encoder.errors import ForwardFailed, Overloaded
 
 pytestmark = pytest.mark.anyio
 

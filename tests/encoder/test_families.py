@@ -17,8 +17,8 @@ from PIL import Image
 from marsbench.encoder.adapters import EmbeddingModel, load_model
 from marsbench.encoder.adapters.transformers_towers import TransformersTowers
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.errors import ModelLoadFailed, ModelUnusable, UnsupportedModality
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed, ModelUnusable, UnsupportedModality
+from marsbench.encoder.registry import ModelSpec
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
 from tests.conftest import write_random_open_clip

@@ -16,7 +16,7 @@ from marsbench.encoder.adapters import RuntimeOptions, load_model
 from marsbench.encoder.adapters.image_processing import backend_of
 from marsbench.encoder.adapters.transformers_towers import TransformersTowers
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.registry import ModelSpec, builtin_specs
+from marsbench.encoder.registry import ModelSpec, builtin_specs
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
 from tests.encoder import serving, tiny_models

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from marsbench.encoder.core.engine import GIB, EncoderEngine
-from marsbench.encoder.core.errors import ModelTooLarge
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import ModelTooLarge
+from marsbench.encoder.registry import ModelSpec
 from marsbench.encoder.settings import EncoderSettings
 from tests.conftest import write_random_open_clip
 
@@ -102,7 +102,7 @@ async def test_model_cards_say_where_and_how_a_loaded_model_runs(three_models: d
 
 def test_registry_estimates_follow_the_weights_dtype() -> None:
     from marsbench.encoder.adapters import expected_weight_gb
-    from marsbench.encoder.core.registry import registered_specs
+    from marsbench.encoder.registry import registered_specs
 
     specs = registered_specs()
     assert expected_weight_gb(specs["e5-v"], "cpu") == specs["e5-v"].memory_gb

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from marsbench.encoder.core.errors import InvalidModelRef, UnknownModel
-from marsbench.encoder.core.registry import RegistryError, registered_specs, resolve_model
+from marsbench.encoder.errors import InvalidModelRef, UnknownModel
+from marsbench.encoder.registry import RegistryError, registered_specs, resolve_model
 from marsbench.schemas.common import Modality
 
 
@@ -141,7 +141,7 @@ def test_a_missing_registry_file_is_named(tmp_path: Path) -> None:
 
 def test_unknown_family_is_refused_at_load_with_the_known_ones() -> None:
     from marsbench.encoder.adapters import RuntimeOptions, load_model
-    from marsbench.encoder.core.registry import ModelSpec
+    from marsbench.encoder.registry import ModelSpec
 
     spec = ModelSpec(name="x", family="keras", source="local-dir:/tmp")
     with pytest.raises(InvalidModelRef, match="hf_dinov3"):

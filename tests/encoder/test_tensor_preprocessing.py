@@ -9,9 +9,9 @@ import pytest
 from marsbench.datasets.synth import relief_png_tiles
 from marsbench.encoder.adapters import RuntimeOptions, load_model
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.errors import InvalidInput
 from marsbench.encoder.core.images import decode_image, decode_tensor
-from marsbench.encoder.core.registry import ModelSpec, resolve_model
+from marsbench.encoder.errors import InvalidInput
+from marsbench.encoder.registry import ModelSpec, resolve_model
 from marsbench.encoder.settings import EncoderSettings
 
 pytestmark = pytest.mark.anyio

@@ -6,14 +6,23 @@ import numpy as np
 import pytest
 
 from marsbench.evaluator.core.errors import InvalidRun
-from marsbench.evaluator.core.geo import build_geo_query, evaluate_geo, ranked_locations
 from marsbench.evaluator.core.search import region_filter
+from marsbench.evaluator.core.tasks.geo import build_geo_query, evaluate_geo, ranked_locations
 from marsbench.evaluator.metrics.geo import parity_curve
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import QueryMode, RunCreate
 from marsbench.schemas.search import Region
 from marsbench.store import EmbeddedStore, Hit, Point, point_id
-from marsbench.tasks.geo import GEO, geo_prompts, text_query
+from marsbench.tasks.geo import (
+    GEO,
+    LAT_KEY,
+    LOCATION_FIELD,
+    LON_KEY,
+    NAME_FIELD,
+    geo_prompts,
+    text_query,
+    tile_lonlat,
+)
 from tests.fakes import FakeEncoder
 
 
@@ -33,7 +42,7 @@ def fill(store: EmbeddedStore, encoder: FakeEncoder) -> np.ndarray:
                 Point(
                     id=point_id(name),
                     vectors={"image": (v / np.linalg.norm(v)).astype(np.float32)},
-                    payload={"name": name, "location": {"lon": lon, "lat": lat}},
+                    payload={NAME_FIELD: name, LOCATION_FIELD: {LON_KEY: lon, LAT_KEY: lat}},
                 )
             )
             corners.append((lon, lat))
@@ -87,7 +96,7 @@ def test_text_query_finds_the_site(tmp_path: Path, geo_dataset: Path) -> None:
 
 def test_ranking_rounds_scores_and_keeps_engine_order_within_ties() -> None:
     def hit(score: float, lon: float) -> Hit:
-        return Hit(id=str(lon), score=score, payload={"location": {"lon": lon, "lat": 0.0}})
+        return Hit(id=str(lon), score=score, payload={LOCATION_FIELD: {LON_KEY: lon, LAT_KEY: 0.0}})
 
     hits = [hit(0.9000001, 1.0), hit(0.9000004, 2.0), hit(0.8, 3.0)]  # equal at 6 decimals
     assert ranked_locations(hits)[:, 0].tolist() == [1.0, 2.0, 3.0]
@@ -113,14 +122,14 @@ def test_region_filters_restrict_search(tmp_path: Path) -> None:
         query = np.ones((1, encoder.dim), dtype=np.float32)
         box = region_filter(Region(bbox=(-0.1, -0.1, 0.5, 0.5)))  # edges between tile corners
         boxed = store.search_batch("geo", query, using="image", limit=100, filter=box)[0]
-        assert {(h.payload["location"]["lon"], h.payload["location"]["lat"]) for h in boxed} == {
+        assert {tile_lonlat(h.payload) for h in boxed} == {
             (x, y) for x in (0.0, 0.2, 0.4) for y in (0.0, 0.2, 0.4)
         }
         # 20 km on Mars is 0.337 degrees of arc: the corners at 0, 0.2 and 0.283 (the diagonal)
         # degrees from (0, 0) are inside, those at 0.4 degrees are not.
         circle = region_filter(Region(center=(0.0, 0.0), radius_km=20.0))
         near = store.search_batch("geo", query, using="image", limit=100, filter=circle)[0]
-        assert {(h.payload["location"]["lon"], h.payload["location"]["lat"]) for h in near} == {
+        assert {tile_lonlat(h.payload) for h in near} == {
             (0.0, 0.0), (0.2, 0.0), (0.0, 0.2), (0.2, 0.2)
         }  # fmt: skip
 

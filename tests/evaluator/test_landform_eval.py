@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from marsbench.evaluator.core.errors import NotIndexed
-from marsbench.evaluator.core.landform import build_class_queries, chance_metrics, evaluate_landform
 from marsbench.evaluator.core.runs import RunService
+from marsbench.evaluator.core.tasks.landform import build_class_queries, chance_metrics, evaluate_landform
 from marsbench.evaluator.metrics.landform import landform_metrics
 from marsbench.evaluator.metrics.ranking import rank_by_score
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import RunCreate
 from marsbench.store import CollectionSpec, EmbeddedStore, Point, point_id
-from marsbench.tasks.landform import class_prompts, ensemble_query
+from marsbench.tasks.landform import SCORE_DECIMALS, class_prompts, ensemble_query
 from tests.fakes import FakeEncoder, unit_vector
 
 CLASSES = ["crater", "glacier-like_form", "yardang"]
@@ -59,7 +59,9 @@ def test_evaluation_through_qdrant_equals_direct_numpy_evaluation(store: Embedde
     outcome = evaluate_landform(store, FakeEncoder(), collection="lf", model="fake", max_k=None)
     queries = build_class_queries(FakeEncoder(), "fake", CLASSES)
     relevant = {c: {n for n, lab in zip(names, labels, strict=True) if lab == c} for c in CLASSES}
-    rankings = {c: rank_by_score(names, vectors @ queries[i], decimals=6) for i, c in enumerate(CLASSES)}
+    rankings = {
+        c: rank_by_score(names, vectors @ queries[i], decimals=SCORE_DECIMALS) for i, c in enumerate(CLASSES)
+    }
     expected = landform_metrics(rankings, relevant)
     assert outcome.classes == CLASSES and outcome.n_images == 18
     for key, value in expected.as_dict().items():

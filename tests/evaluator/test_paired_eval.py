@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marsbench.evaluator.core.paired import evaluate_paired, load_pairs
+from marsbench.evaluator.core.tasks.paired import evaluate_paired, load_pairs
 from marsbench.evaluator.metrics.paired import paired_metrics
 from marsbench.store import EmbeddedStore, Point, point_id
 from marsbench.tasks.paired import PAIRED

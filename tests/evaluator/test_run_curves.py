@@ -8,6 +8,7 @@ import pytest
 from marsbench.evaluator.core.curves import geo_curves, paired_curves
 from marsbench.evaluator.metrics.geo import exact_curve, parity_curve, pr_samples
 from marsbench.evaluator.metrics.paired import log_cutoffs, paired_metrics
+from marsbench.tasks.geo import DEFAULT_RADIUS_DEG, DEFAULT_TOP_K
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -47,8 +48,8 @@ def tiles_and_truth(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_geo_pr_curve_holds_the_parity_grid_the_best_k_and_small_k() -> None:
-    tiles, truth = tiles_and_truth(20_000)
-    curve = parity_curve(tiles, truth, max_k=20_000, radius_deg=0.5)
+    tiles, truth = tiles_and_truth(DEFAULT_TOP_K)
+    curve = parity_curve(tiles, truth, max_k=DEFAULT_TOP_K, radius_deg=DEFAULT_RADIUS_DEG)
     pr = geo_curves(curve)["pr"]
     assert pr.x_label == "k" and len(pr.x) <= 300
     points = {k: (p, r) for k, p, r in zip(pr.x, pr.y["precision"], pr.y["recall"], strict=True)}
@@ -62,10 +63,10 @@ def test_the_geo_pr_curve_holds_the_parity_grid_the_best_k_and_small_k() -> None
 
 
 def test_dense_curves_are_downsampled_keeping_the_best_and_last_k() -> None:
-    tiles, truth = tiles_and_truth(20_000)
-    curve = exact_curve(tiles, truth, max_k=20_000)
+    tiles, truth = tiles_and_truth(DEFAULT_TOP_K)
+    curve = exact_curve(tiles, truth, max_k=DEFAULT_TOP_K)
     k, precision, recall = pr_samples(curve, max_points=300)
-    assert len(k) <= 300 and k[-1] == 20_000 and curve.best.k in k
+    assert len(k) <= 300 and k[-1] == DEFAULT_TOP_K and curve.best.k in k
     i = int(np.searchsorted(k, curve.best.k))
     assert (precision[i], recall[i]) == (curve.best.precision, curve.best.recall)
     np.testing.assert_array_equal(precision, curve.precision[k - 1])

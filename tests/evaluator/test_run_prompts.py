@@ -46,9 +46,7 @@ def test_each_class_is_one_request_of_its_three_prompts(indexed) -> None:
         "classes"
     ]
     assert all(instruction is None for _, instruction in encoder.text_calls)
-    assert record.settings["model_prompts"] == {
-        "text_instruction": "Find an image that matches the given text."
-    }
+    assert record.settings.model_prompts == {"text_instruction": "Find an image that matches the given text."}
 
 
 def test_an_instruction_reaches_the_encoder_changes_the_result_and_is_recorded(indexed) -> None:
@@ -61,5 +59,5 @@ def test_an_instruction_reaches_the_encoder_changes_the_result_and_is_recorded(i
         )
     )
     assert {instruction for _, instruction in encoder.text_calls} == {"Find Mars terrain."}
-    assert instructed.settings["model_prompts"]["query_instruction"] == "Find Mars terrain."
+    assert instructed.settings.model_prompts["query_instruction"] == "Find Mars terrain."
     assert instructed.metrics != plain.metrics or instructed.per_class != plain.per_class

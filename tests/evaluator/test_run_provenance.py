@@ -26,7 +26,10 @@ from marsbench.schemas.jobs import JobCreate, JobState, TaskName
 from marsbench.schemas.runs import (
     RUN_RECORD_VERSION,
     SCHEMA_PATH,
+    GeoSettings,
+    LandformSettings,
     NewerRecordWarning,
+    PairedSettings,
     QueryMode,
     RunCreate,
     RunRecord,
@@ -171,7 +174,8 @@ def test_geo_records_hash_the_ground_truth_and_the_query_images_they_used(stack:
     assert text and image.provenance
     truth = f"ground_truth/{LANDFORM}.csv"
     assert text.dataset.sha256 == {truth: hashlib.sha256((dataset / truth).read_bytes()).hexdigest()}
-    queries = {f"image_queries/{LANDFORM}/{name}" for name in image.settings["query_images"]}  # type: ignore[union-attr]
+    assert isinstance(image.settings, GeoSettings)
+    queries = {f"image_queries/{LANDFORM}/{name}" for name in image.settings.query_images}
     assert queries and set(image.provenance.dataset.sha256) == {truth, *queries}
     for name, digest in image.provenance.dataset.sha256.items():
         assert digest == hashlib.sha256((dataset / name).read_bytes()).hexdigest()
@@ -236,6 +240,62 @@ def test_a_version_1_record_still_loads() -> None:
     assert record.metrics["mAP"] == 0.4123 and record.indexing and record.indexing["state"] == "succeeded"
 
 
+UNTYPED_SETTINGS = FIXTURES / "run-records-untyped-settings.json"  # written before typed settings
+SECTIONS = {
+    TaskName.LANDFORM: LandformSettings,
+    TaskName.PAIRED: PairedSettings,
+    TaskName.GEOLOCALIZATION: GeoSettings,
+}
+
+
+def test_records_written_with_untyped_settings_load_into_their_tasks_section() -> None:
+    old = json.loads(UNTYPED_SETTINGS.read_text())
+    assert [data["task"] for data in old] == ["landform", "paired", "geolocalization"]
+    for data in old:
+        assert "task" not in data["settings"]
+        record = RunRecord.model_validate(data)
+        assert type(record.settings) is SECTIONS[record.task] and record.settings.task is record.task
+        # Every field the untyped dict held is read, with its value; re-saved, it is written back.
+        assert record.settings.model_dump(mode="json", exclude={"task"}) == data["settings"]
+        assert json.loads(record.model_dump_json())["settings"] == {**data["settings"], "task": data["task"]}
+    landform, _, geo = (RunRecord.model_validate(data).settings for data in old)
+    assert isinstance(landform, LandformSettings) and landform.max_k == 50 and len(landform.templates) == 3
+    assert isinstance(geo, GeoSettings) and geo.top_k == 500 and geo.query_images
+    assert geo.model_prompts == {"query_instruction": "Find Mars terrain."}
+    # The version-1 record, and one that kept only some settings (or none): the rest reads as None.
+    v1 = RunRecord.model_validate_json((FIXTURES / "run-record-v1.json").read_text()).settings
+    assert isinstance(v1, LandformSettings) and v1.tie_rule and v1.max_k is None
+    partial = RunRecord.model_validate(old[2] | {"settings": {"top_k": 20_000, "radius_deg": 0.5}}).settings
+    assert isinstance(partial, GeoSettings) and (partial.top_k, partial.order_rule, partial.prompts) == (
+        20_000,
+        None,
+        [],
+    )
+    assert isinstance(
+        RunRecord.model_validate({k: v for k, v in old[1].items() if k != "settings"}).settings,
+        PairedSettings,
+    )
+
+
+def test_the_settings_of_another_task_are_refused() -> None:
+    landform, _, geo = json.loads(UNTYPED_SETTINGS.read_text())
+    with pytest.raises(ValueError, match="settings of a geolocalization run in a landform record"):
+        RunRecord.model_validate(landform | {"settings": geo["settings"] | {"task": "geolocalization"}})
+
+
+@pytest.mark.parametrize(("task", "fields"), ALL_TASKS, ids=lambda v: getattr(v, "value", ""))
+def test_fresh_records_keep_the_settings_fields_records_had_before(
+    stack: Stack, task: TaskName, fields: dict[str, object]
+) -> None:
+    """The JSON the API returns keeps every settings field of before, and adds the section's task."""
+    before = next(data for data in json.loads(UNTYPED_SETTINGS.read_text()) if data["task"] == task.value)
+    record = json.loads(run(stack, task, **fields).model_dump_json())
+    assert (
+        set(record["settings"]) == {*before["settings"], "task"} and record["settings"]["task"] == task.value
+    )
+    assert set(record) == set(before)
+
+
 def test_a_newer_record_warns_and_keeps_what_it_adds() -> None:
     data = json.loads((FIXTURES / "run-record-v1.json").read_text())
     data |= {"version": RUN_RECORD_VERSION + 1, "energy_kwh": 0.5}
@@ -261,6 +321,8 @@ def test_the_v1_fixture_and_a_fresh_record_validate_against_the_schema(stack: St
     jsonschema_rs = pytest.importorskip("jsonschema_rs")  # schemathesis's validator (a test extra)
     validator = jsonschema_rs.validator_for(json.loads(run_record_json_schema()))
     validator.validate(json.loads((FIXTURES / "run-record-v1.json").read_text()))
+    for old in json.loads(UNTYPED_SETTINGS.read_text()):
+        validator.validate(old)
     record = run(stack, TaskName.GEOLOCALIZATION, **geo_fields())
     validator.validate(json.loads(record.model_dump_json()))
     with pytest.raises(jsonschema_rs.ValidationError):
@@ -271,12 +333,12 @@ def test_a_geo_record_states_the_radius_it_was_computed_with(stack: Stack) -> No
     """Every distance variant of the record names the radius of the request, not the default."""
     record = run(stack, TaskName.GEOLOCALIZATION, **geo_fields(QueryMode.TEXT), radius_deg=1.25)
     settings = record.settings
-    assert isinstance(settings, dict)
-    assert settings["radius_deg"] == 1.25
-    assert settings["distance"]["exact_great_circle"] == "great circle, 1.25 deg of arc on Mars"
+    assert isinstance(settings, GeoSettings)
+    assert settings.radius_deg == 1.25
+    assert settings.distance["exact_great_circle"] == "great circle, 1.25 deg of arc on Mars"
     default = run(stack, TaskName.GEOLOCALIZATION, **geo_fields(QueryMode.TEXT)).settings
-    assert isinstance(default, dict)
-    assert default["distance"]["exact_great_circle"] == "great circle, 0.5 deg of arc on Mars"
+    assert isinstance(default, GeoSettings)
+    assert default.distance["exact_great_circle"] == "great circle, 0.5 deg of arc on Mars"
 
 
 def test_queries_embedded_with_other_preprocessing_than_the_collection_get_a_note(stack: Stack) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from marsbench.evaluator.core.geo import evaluate_geo, ranked_locations
+from marsbench.evaluator.core.tasks.geo import evaluate_geo, ranked_locations
 from marsbench.evaluator.core.warm_index import WarmIndex, WarmIndexCache
 from marsbench.schemas.runs import QueryMode
 from marsbench.store import EmbeddedStore, Point, point_id
+from marsbench.tasks.geo import LAT_KEY, LOCATION_FIELD, LON_KEY, NAME_FIELD
 from tests.evaluator.test_geo_eval import fill, request
 from tests.fakes import FakeEncoder
 
@@ -44,7 +45,7 @@ def test_ties_are_broken_by_point_id(tmp_path: Path) -> None:
                 Point(
                     id=point_id(n),
                     vectors={"image": same},
-                    payload={"name": n, "location": {"lon": i, "lat": 0}},
+                    payload={NAME_FIELD: n, LOCATION_FIELD: {LON_KEY: i, LAT_KEY: 0}},
                 )
                 for i, n in enumerate(names)
             ],
@@ -65,7 +66,7 @@ def test_the_cache_rebuilds_when_the_collection_grows_and_respects_its_budget(tm
         extra = Point(
             id=point_id("extra"),
             vectors={"image": vector},
-            payload={"name": "extra", "location": {"lon": 9.0, "lat": 9.0}},
+            payload={NAME_FIELD: "extra", LOCATION_FIELD: {LON_KEY: 9.0, LAT_KEY: 9.0}},
         )
         store.upsert("geo", [extra])
         second = cache.get(store, "geo", using="image", dim=encoder.dim)

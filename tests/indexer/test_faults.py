@@ -3,8 +3,8 @@
 The encoder or a Qdrant server unreachable mid-job: the job retries with backoff from where it
 stopped; when the outage outlasts its retries it fails with the reason, keeps what it wrote, and
 resumes on request (also after an indexer restart) without duplicates or gaps. Runs the real
-JobManager and pipeline on an embedded store; the outages are injected at the client seams, as
-the real clients raise them once their own retries are spent.
+JobManager and pipeline on an embedded store; the outages are injected at the ports, as the HTTP
+adapters raise them once the clients' own retries are spent.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from marsbench.client import ApiError, ServiceUnavailable
+from marsbench import client
+from marsbench.indexer.adapters import encoder_error
 from marsbench.indexer.core.errors import JobConflict, JobNotFound
 from marsbench.indexer.core.jobs import JobManager, is_transient
+from marsbench.indexer.core.ports import EncoderError, ServiceUnavailable
 from marsbench.schemas.jobs import JobCreate, JobState, JobStatus, TaskName
 from marsbench.store import EmbeddedStore, Point, StoreError, StoreUnavailable
 from tests.fakes import FakeEncoder
@@ -87,11 +89,12 @@ def run_job(jobs: JobManager, dataset: Path) -> JobStatus:
 
 
 def test_transient_failures_are_the_unreachable_and_the_restarting() -> None:
-    assert is_transient(ServiceUnavailable("no answer"))
+    # The encoder's failures as the client raises them, through the HTTP adapter's translation.
+    assert is_transient(encoder_error(client.ServiceUnavailable("no answer")))
     assert is_transient(StoreUnavailable("no answer"))
-    assert is_transient(ApiError(503, "Unavailable", "starting", None))
-    assert is_transient(ApiError(429, "Busy", "queue full", None))
-    assert not is_transient(ApiError(422, "InvalidInput", "bad image", None))
+    assert is_transient(encoder_error(client.ApiError(503, "Unavailable", "starting", None)))
+    assert is_transient(encoder_error(client.ApiError(429, "Busy", "queue full", None)))
+    assert not is_transient(encoder_error(client.ApiError(422, "InvalidInput", "bad image", None)))
     assert not is_transient(StoreError("collection 'x': wrong vector size"))
     assert not is_transient(ValueError("bug"))
 
@@ -197,7 +200,7 @@ def test_a_non_transient_failure_is_not_retried(
     class Refusing(FakeEncoder):
         def embed_images(self, model, images, names=None):  # type: ignore[no-untyped-def]
             self.image_calls += 1
-            raise ApiError(400, "BadRequest", "this model takes no images", None)
+            raise EncoderError("400 BadRequest: this model takes no images")
 
     encoder = Refusing()
     failed = run_job(manager(store, tmp_path, encoder, retries=3), landform_folders)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from marsbench.encoder.app import create_app as create_encoder
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.registry import ModelSpec, registered_specs
+from marsbench.encoder.registry import ModelSpec, registered_specs
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.evaluator.app import create_app as create_evaluator
 from marsbench.evaluator.settings import EvaluatorSettings

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from marsbench.encoder.app import create_app
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.registry import ModelSpec, registered_specs
+from marsbench.encoder.registry import ModelSpec, registered_specs
 from marsbench.encoder.settings import EncoderSettings
 
 KEY = "k3y-for-tests-0123456789abcdef"

@@ -196,13 +196,25 @@ def test_client_reports_a_401_as_an_api_error(make_encoder: object) -> None:
         assert any(model.id == "tiny-both" for model in good.models())
 
 
+def _encoder_client(holder: object, depth: int = 2) -> EncoderClient | None:
+    """The EncoderClient a service object holds, itself or in an attribute, possibly inside the
+    adapter that implements the service's port to the encoder."""
+    if isinstance(holder, EncoderClient):
+        return holder
+    if depth == 0 or not hasattr(holder, "__dict__"):
+        return None
+    found = (_encoder_client(value, depth - 1) for value in vars(holder).values())
+    return next((client for client in found if client is not None), None)
+
+
 def test_indexer_and_evaluator_forward_the_key_to_the_encoder(tmp_path: Path) -> None:
     indexer_settings = IndexerSettings(api_key=KEY, data_dir=tmp_path / "i", resume_jobs=False)
     evaluator_settings = EvaluatorSettings(api_key=KEY, data_dir=tmp_path / "e")
     with TestClient(create_evaluator(evaluator_settings)) as evaluator:
-        encoder_client = evaluator.app.state.encoder  # type: ignore[attr-defined]
+        encoder_client = _encoder_client(evaluator.app.state.encoder)  # type: ignore[attr-defined]
+        assert encoder_client is not None
         assert encoder_client._http.headers["authorization"] == f"Bearer {KEY}"
     with TestClient(create_indexer(indexer_settings)) as indexer:
-        jobs = indexer.app.state.jobs  # type: ignore[attr-defined]
-        encoder_client = next(v for v in vars(jobs).values() if isinstance(v, EncoderClient))
+        encoder_client = _encoder_client(indexer.app.state.jobs)  # type: ignore[attr-defined]
+        assert encoder_client is not None
         assert encoder_client._http.headers["authorization"] == f"Bearer {KEY}"

@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from marsbench.encoder.app import create_app
 from marsbench.encoder.core.batcher import DynamicBatcher
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.errors import (
+from marsbench.encoder.errors import (
     ForwardFailed,
     InvalidInput,
     ModelPathNotAllowed,
     ModelUnusable,
 )
-from marsbench.encoder.core.registry import ModelSpec, registered_specs
+from marsbench.encoder.registry import ModelSpec, registered_specs
 from marsbench.encoder.settings import EncoderSettings
 from tests.conftest import png_bytes
 from tests.security.conftest import TINY

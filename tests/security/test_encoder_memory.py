@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 import marsbench.encoder.core.engine as engine_module
 from marsbench.encoder.app import create_app
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 from marsbench.encoder.settings import EncoderSettings
 from tests.conftest import TINY_CFG, write_random_open_clip
 from tests.security.conftest import TINY, encoder_engine

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from marsbench.encoder.app import create_app as create_encoder
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.registry import ModelSpec, registered_specs
+from marsbench.encoder.registry import ModelSpec, registered_specs
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.evaluator.app import create_app as create_evaluator
 from marsbench.evaluator.core.runs import RunService
@@ -28,7 +28,7 @@ from marsbench.indexer.app import create_app as create_indexer
 from marsbench.indexer.settings import IndexerSettings
 from marsbench.store import CollectionSpec, PayloadIndex, Point
 from marsbench.store.naming import point_id
-from marsbench.tasks.geo import LOCATION_FIELD
+from marsbench.tasks.geo import LAT_KEY, LOCATION_FIELD, LON_KEY
 from tests.conftest import write_random_open_clip
 from tests.fakes import DIM, FakeEncoder, unit_vector
 
@@ -46,7 +46,11 @@ def evaluator(tmp_path: Path) -> Iterator[TestClient]:
         app.state.runs = RunService(store, app.state.encoder, tmp_path / "runs")
         store.ensure_collection(CollectionSpec(GEO, {"image": DIM}, {LOCATION_FIELD: PayloadIndex.GEO}))
         points = [
-            Point(point_id(f"t{i}"), {"image": unit_vector(f"t{i}")}, {LOCATION_FIELD: {"lon": i, "lat": -i}})
+            Point(
+                point_id(f"t{i}"),
+                {"image": unit_vector(f"t{i}")},
+                {LOCATION_FIELD: {LON_KEY: i, LAT_KEY: -i}},
+            )
             for i in range(4)
         ]
         store.upsert(GEO, points)

@@ -16,8 +16,8 @@ from PIL import Image
 from marsbench.encoder.adapters import load_model, prompt_card
 from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.adapters.mllm.e5v import E5VEmbedder
-from marsbench.encoder.core.errors import InvalidInput
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import InvalidInput
+from marsbench.encoder.registry import ModelSpec
 from tests.encoder import serving
 from tests.encoder.mllm import tiny_e5v
 from tests.encoder.serving import REVISION, ProcessorSpy, decode, png_files, served_images, served_texts

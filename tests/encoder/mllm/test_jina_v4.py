@@ -16,8 +16,8 @@ from PIL import Image
 from marsbench.encoder.adapters import load_model
 from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions
 from marsbench.encoder.adapters.mllm.jina_v4 import IMAGE_PROMPT, JinaV4Embedder
-from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import InvalidInput, ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec
 from tests.encoder import serving
 from tests.encoder.mllm import tiny_qwen_vl
 from tests.encoder.serving import CPU, ProcessorSpy, embed, png_files, served_images, served_texts

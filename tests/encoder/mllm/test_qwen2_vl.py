@@ -21,8 +21,8 @@ from PIL import Image
 
 from marsbench.encoder.adapters import EmbeddingModel, load_model, prompt_card
 from marsbench.encoder.adapters.base import PromptOptions
-from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import InvalidInput, ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec
 from marsbench.schemas.common import Modality
 from tests.conftest import png_bytes
 from tests.encoder import serving

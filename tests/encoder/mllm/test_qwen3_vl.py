@@ -17,7 +17,7 @@ from PIL import Image
 
 from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.adapters.mllm.qwen3_vl import Qwen3VlEmbedder, smart_resize
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 from tests.encoder import serving
 from tests.encoder.mllm import tiny_qwen_vl
 from tests.encoder.serving import ProcessorSpy, embed, png_files, rgba_png, served_images, served_texts

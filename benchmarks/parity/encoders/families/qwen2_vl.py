@@ -322,7 +322,7 @@ GME_SHORT_MAX_LENGTH = 64
 def build_gme_truncated(folder: Path, third_party: Path) -> dict[str, Any]:
     """GME whose config.json says max_length 64 (GME's code reads it there); marsbench's registry
     option says the same, the other options kept as built in."""
-    from marsbench.encoder.core.registry import builtin_specs
+    from marsbench.encoder.registry import builtin_specs
 
     _write_gme(folder, third_party, max_length=GME_SHORT_MAX_LENGTH)
     options = dict(builtin_specs()["gme-qwen2-vl-2b"].options) | {"max_length": GME_SHORT_MAX_LENGTH}

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +40,7 @@ def error_response(
     message: str | None = None,
     detail: dict[str, object] | None = None,
     param: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The one error body, `{"error": {message, type, code, param, detail}}` (OpenAI's shape, with
     marsbench's `detail`): `type` is the error's class name, `code` the same in snake_case."""
@@ -111,25 +111,36 @@ def _echo(value: object) -> object:
     return shown if len(text) <= MAX_ECHOED_CHARS else text[:MAX_ECHOED_CHARS] + "..."
 
 
-def validation_errors(errors: Sequence[Any]) -> list[dict[str, object]]:
+class FieldError(TypedDict):
+    """One bad field of a request, as `detail.errors` lists it."""
+
+    loc: list[str]
+    msg: str
+    type: str
+    input: NotRequired[object]
+
+
+def _field_error(error: Mapping[str, Any]) -> FieldError:
+    item = FieldError(
+        loc=[str(part) for part in error.get("loc", ())],
+        msg=str(error.get("msg", "")),
+        type=str(error.get("type", "")),
+    )
+    if "input" in error:
+        item["input"] = _echo(error["input"])
+    return item
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
     """FastAPI's error list as JSON-safe `{loc, msg, type, input}` items."""
-    return [
-        {
-            "loc": [str(part) for part in error.get("loc", ())],
-            "msg": str(error.get("msg", "")),
-            "type": str(error.get("type", "")),
-            **({"input": _echo(error["input"])} if "input" in error else {}),
-        }
-        for error in errors
-    ]
+    return [_field_error(error) for error in errors]
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = validation_errors(exc.errors())
     shown = "; ".join(
-        f"{'.'.join(e['loc']) or 'request'}: {str(e['msg']).removeprefix('Value error, ')}"  # type: ignore[arg-type]
-        for e in errors[:5]
+        f"{'.'.join(e['loc']) or 'request'}: {e['msg'].removeprefix('Value error, ')}" for e in errors[:5]
     )
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     message = f"invalid request: {shown}{more}; fix these fields and retry"
@@ -138,7 +149,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _param(errors: Sequence[dict[str, Any]]) -> str | None:
+def _param(errors: Sequence[FieldError]) -> str | None:
     """OpenAI's `param`: the first bad field, without its `body`/`query`/`path` prefix."""
     loc = list(errors[0]["loc"]) if errors else []
     if loc and loc[0] in ("body", "query", "path", "header", "cookie"):

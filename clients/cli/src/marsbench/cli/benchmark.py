@@ -33,7 +33,7 @@ from marsbench.cli.errors import CommandError
 from marsbench.cli.leaderboard import leaderboards, parity_metrics, write_leaderboards
 from marsbench.cli.progress import JobProgress, format_duration
 from marsbench.cli.report import REPORT_DIR, write_report
-from marsbench.cli.run import ServiceUrls, index, save_run, services
+from marsbench.cli.run import GeoScoring, ServiceUrls, geo_run_request, index, save_run, services
 from marsbench.cli.stack import StackUrls
 from marsbench.client import EncoderClient, EvaluatorClient, MarsbenchError, ServiceUnavailable
 from marsbench.schemas.common import Modality
@@ -111,10 +111,10 @@ def request_key(request: RunCreate) -> RunKey:
 
 
 def record_key(record: RunRecord) -> RunKey:
-    settings = dict(record.settings)
-    prompts = settings.get("model_prompts")
-    if isinstance(prompts, dict) and prompts.get("query_instruction") is not None:
-        settings["instruction"] = prompts["query_instruction"]
+    settings: dict[str, object] = record.settings.model_dump()
+    instruction = record.settings.model_prompts.get("query_instruction")
+    if instruction is not None:  # the request's override, as the record keeps it
+        settings["instruction"] = instruction
     caption_key = (record.caption_key or DEFAULT_CAPTION_KEY) if record.task is TaskName.PAIRED else None
     return RunKey(
         task=record.task,
@@ -180,7 +180,7 @@ def plan_grid(
         dataset = str(config.dataset(task))
         for entry in models:
             offered = modalities[entry.reference()]
-            base = {"task": task, "model": entry.reference(), "dataset_dir": dataset}
+            model = entry.reference()
             if task is TaskName.GEOLOCALIZATION:
                 servable = servable_modes(offered, geo.modes())
                 for mode in geo.modes():
@@ -190,9 +190,19 @@ def plan_grid(
                             f"{task.value} {mode.value} queries",
                             query_needs(task, mode) - set(offered),
                         )
-                options = geo.model_dump(include={"top_k", "radius_deg", "mix_ratio", "temperature"})
+                scoring = GeoScoring(
+                    top_k=geo.top_k,
+                    radius_deg=geo.radius_deg,
+                    mix_ratio=geo.mix_ratio,
+                    temperature=geo.temperature,
+                )
                 runs += [
-                    planned(entry.name(), RunCreate(**base, landform=landform, query_mode=mode, **options))
+                    planned(
+                        entry.name(),
+                        geo_run_request(
+                            model=model, dataset_dir=dataset, landform=landform, mode=mode, scoring=scoring
+                        ),
+                    )
                     for landform in landforms
                     for mode in servable
                 ]
@@ -201,14 +211,21 @@ def plan_grid(
             if missing:
                 cannot(entry, f"the {task.value} task", missing)
             elif task is TaskName.PAIRED:
+                top_lists = config.paired.top_lists
                 runs += [
                     planned(
-                        entry.name(), RunCreate(**base, caption_key=key, top_lists=config.paired.top_lists)
+                        entry.name(),
+                        RunCreate(
+                            task=task, model=model, dataset_dir=dataset, caption_key=key, top_lists=top_lists
+                        ),
                     )
                     for key in config.paired.caption_keys
                 ]
             else:
-                runs.append(planned(entry.name(), RunCreate(**base, max_k=config.landform.max_k)))
+                landform_run = RunCreate(
+                    task=task, model=model, dataset_dir=dataset, max_k=config.landform.max_k
+                )
+                runs.append(planned(entry.name(), landform_run))
     for name, parts in left_out.items():
         missing = sorted(missing_by_model[name])
         hint = (

@@ -26,7 +26,7 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def add_download_parser(data: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_download_parser(data: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Registers `download` under the `marsbench data` group; the handler is `data_handler`.
 
     Imports nothing heavy: the parser is built for every command.

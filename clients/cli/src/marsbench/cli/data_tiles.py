@@ -27,7 +27,7 @@ from marsbench.datasets.tiles.grid import (
 _REDRAW_S = 0.5  # on a terminal; one line per finished shard otherwise
 
 
-def add_build_tiles_parser(data: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_build_tiles_parser(data: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = data.add_parser(
         "build-tiles",
         help="Cut the CTX mosaic's GeoTIFFs into the benchmark's tile shards (Task 3).",

@@ -70,9 +70,11 @@ class Leaderboard:
 
     def best(self) -> list[set[int]]:
         """Per column, the rows holding its best value (ties all marked)."""
-        marks = []
+        marks: list[set[int]] = []
         for i, column in enumerate(self.columns):
-            present = [(row, cells[i]) for row, (_, cells) in enumerate(self.rows) if cells[i] is not None]
+            present = [
+                (row, value) for row, (_, cells) in enumerate(self.rows) if (value := cells[i]) is not None
+            ]
             if not present:
                 marks.append(set())
                 continue

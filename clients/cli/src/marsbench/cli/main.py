@@ -21,6 +21,7 @@ from marsbench.observability import configure_logging
 from marsbench.schemas.jobs import TaskName
 from marsbench.schemas.runs import QueryMode
 from marsbench.security import StartupRefused
+from marsbench.tasks.geo import DEFAULT_MIX_RATIO, DEFAULT_RADIUS_DEG, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
 if TYPE_CHECKING:
     from marsbench.cli.progress import JobProgress
@@ -116,10 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--query-mode", default="all", choices=[*(m.value for m in QueryMode), "all"], help="Geo query mode."
     )
-    run.add_argument("--top-k", type=int, default=20_000, help="Geo: tiles retrieved per query.")
-    run.add_argument("--radius-deg", type=float, default=0.5, help="Geo: hit radius in degrees.")
-    run.add_argument("--mix-ratio", type=float, default=0.3, help="Geo hybrid: weight of the image part.")
-    run.add_argument("--temperature", type=float, default=0.1, help="Geo hybrid: softmax temperature.")
+    run.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="Geo: tiles retrieved per query.")
+    run.add_argument(
+        "--radius-deg", type=float, default=DEFAULT_RADIUS_DEG, help="Geo: hit radius in degrees."
+    )
+    run.add_argument(
+        "--mix-ratio", type=float, default=DEFAULT_MIX_RATIO, help="Geo hybrid: weight of the image part."
+    )
+    run.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help="Geo hybrid: softmax temperature."
+    )
     _add_service_urls(run)
     _add_data_dir(run)
 
@@ -313,7 +320,7 @@ def _run_landform(args: argparse.Namespace, urls: StackUrls, model: str, progres
 
 
 def _run_geo(args: argparse.Namespace, urls: StackUrls, model: str, progress: JobProgress) -> int:
-    from marsbench.cli.run import run_geolocalization
+    from marsbench.cli.run import GeoScoring, run_geolocalization
     from marsbench.cli.tables import geo_table
     from marsbench.datasets.geo import landforms as published_landforms
 
@@ -321,12 +328,9 @@ def _run_geo(args: argparse.Namespace, urls: StackUrls, model: str, progress: Jo
     if not landforms:
         raise CommandError(f"no ground_truth/<landform>.csv under {args.dataset_dir}")
     modes = list(QueryMode) if args.query_mode == "all" else [QueryMode(args.query_mode)]
-    options = {
-        "top_k": args.top_k,
-        "radius_deg": args.radius_deg,
-        "mix_ratio": args.mix_ratio,
-        "temperature": args.temperature,
-    }
+    scoring = GeoScoring(
+        top_k=args.top_k, radius_deg=args.radius_deg, mix_ratio=args.mix_ratio, temperature=args.temperature
+    )
     saved = run_geolocalization(
         urls,
         dataset_dir=args.dataset_dir,
@@ -334,7 +338,7 @@ def _run_geo(args: argparse.Namespace, urls: StackUrls, model: str, progress: Jo
         landforms=landforms,
         modes=modes,
         out_dir=args.out,
-        options=options,
+        scoring=scoring,
         on_progress=progress,
         on_skip=lambda note: print(f"skipped {note}", file=sys.stderr),
     )
@@ -372,13 +376,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
         with EncoderClient(args.url) as encoder:
             cards = encoder.models()
-    else:
-        from marsbench.encoder.core.engine import model_card
-        from marsbench.encoder.core.registry import registered_specs
-        from marsbench.encoder.settings import EncoderSettings
+    else:  # the encoder's own app, in this process: nothing is loaded
+        from marsbench.cli.local_encoder import local_model_cards
 
-        files = [Path(p) for p in [*EncoderSettings().registry, *args.registry]]
-        cards = [model_card(spec) for spec in registered_specs(files).values()]
+        cards = local_model_cards(args.registry, what="`marsbench models` without --encoder-url")
     print("\n".join(card.model_dump_json() for card in cards) if args.json else models_table(cards))
     return 0
 

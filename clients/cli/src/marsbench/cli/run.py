@@ -29,6 +29,28 @@ class ServiceUrls:
 
 
 @dataclass(frozen=True)
+class GeoScoring:
+    """How a geo-localization run scores its retrievals: `RunCreate`'s fields of the same names,
+    whose defaults these are."""
+
+    top_k: int = int(RunCreate.model_fields["top_k"].default)
+    radius_deg: float = float(RunCreate.model_fields["radius_deg"].default)
+    mix_ratio: float = float(RunCreate.model_fields["mix_ratio"].default)
+    temperature: float = float(RunCreate.model_fields["temperature"].default)
+
+
+def geo_run_request(
+    *, model: str, dataset_dir: str, landform: str, mode: QueryMode, scoring: GeoScoring
+) -> RunCreate:
+    """The evaluator's request for one geo-localization run (landform, query mode)."""
+    return RunCreate(
+        task=TaskName.GEOLOCALIZATION, model=model, dataset_dir=dataset_dir, landform=landform,
+        query_mode=mode, top_k=scoring.top_k, radius_deg=scoring.radius_deg,
+        mix_ratio=scoring.mix_ratio, temperature=scoring.temperature,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SavedRun:
     record: RunRecord
     path: Path
@@ -147,12 +169,13 @@ def run_geolocalization(
     landforms: Sequence[str],
     modes: Sequence[QueryMode],
     out_dir: Path,
-    options: dict[str, float | int] | None = None,
+    scoring: GeoScoring | None = None,
     on_progress: ProgressFn | None = None,
     on_skip: Callable[[str], None] | None = None,
 ) -> list[SavedRun]:
-    """One index job, then one run per (landform, query mode). Modes the model cannot serve (text
-    and hybrid for an image-only model) are left out up front and reported through `on_skip`."""
+    """One index job, then one run per (landform, query mode), scored by `scoring` (default: the
+    evaluator's defaults). Modes the model cannot serve (text and hybrid for an image-only model)
+    are left out up front and reported through `on_skip`."""
     if not urls.encoder:
         raise CommandError(
             "geo-localization with running services needs --encoder-url (or MARSBENCH_ENCODER_URL): "
@@ -174,9 +197,9 @@ def run_geolocalization(
     with EvaluatorClient(urls.evaluator) as evaluator:
         for landform in landforms:
             for mode in servable:
-                request = RunCreate(
-                    task=TaskName.GEOLOCALIZATION, model=model, dataset_dir=str(dataset_dir.resolve()),
-                    landform=landform, query_mode=mode, **(options or {}),
+                request = geo_run_request(
+                    model=model, dataset_dir=str(dataset_dir.resolve()), landform=landform, mode=mode,
+                    scoring=scoring or GeoScoring(),
                 )  # fmt: skip
                 saved.append(save_run(evaluator, evaluator.create_run(request), job, out_dir))
     return saved

@@ -23,24 +23,29 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 
 from marsbench.cli.errors import CommandError
-from marsbench.encoder.app import create_app as create_encoder
-from marsbench.encoder.settings import EncoderSettings
+from marsbench.cli.extras import create_encoder_app
+from marsbench.cli.extras import encoder_settings as default_encoder_settings
 from marsbench.evaluator.app import create_app as create_evaluator
 from marsbench.evaluator.settings import EvaluatorSettings
 from marsbench.indexer.app import create_app as create_indexer
 from marsbench.indexer.settings import IndexerSettings
 from marsbench.settings import StoreSettings
 
+if TYPE_CHECKING:
+    from marsbench.encoder.settings import EncoderSettings
+
 log = logging.getLogger(__name__)
 
 
 LOCK_NAME = ".marsbench.lock"
 GRACEFUL_S = 3  # uvicorn's graceful shutdown timeout, seconds
+_NEEDS_ENCODER = "running the services in this process"
 
 
 class DataDirBusy(CommandError):
@@ -123,24 +128,37 @@ class LocalStack:
             self._lock.release()
             raise
         self.urls = StackUrls(*(_url(host, sock) for sock in self._sockets))
-        common = {"data_dir": data_dir, "qdrant_url": qdrant_url}
-        # The bind host decides whether the services need an API key and dataset roots
-        # (marsbench.security); each refuses to start when they would listen beyond loopback without.
-        backend = {**common, "encoder_urls": [self.urls.encoder], "host": host}
-        encoder = (encoder_settings or EncoderSettings()).model_copy(update={"host": host})
         try:
-            self._store = StoreSettings(**common).open_store()
+            # The bind host decides whether the services need an API key and dataset roots
+            # (marsbench.security); each refuses to start when it would listen beyond loopback without.
+            encoder = (encoder_settings or default_encoder_settings(_NEEDS_ENCODER)).model_copy(
+                update={"host": host}
+            )
+            self._store = StoreSettings(data_dir=data_dir, qdrant_url=qdrant_url).open_store()
         except BaseException:
             for sock in self._sockets:
                 sock.close()
             self._lock.release()
             raise
         try:
+            encoder_urls = [self.urls.encoder]
             apps: list[FastAPI] = [
-                create_encoder(encoder),
-                create_indexer(IndexerSettings(**backend), store=self._store),
+                create_encoder_app(encoder, _NEEDS_ENCODER),
+                create_indexer(
+                    IndexerSettings(
+                        data_dir=data_dir, qdrant_url=qdrant_url, encoder_urls=encoder_urls, host=host
+                    ),
+                    store=self._store,
+                ),
                 create_evaluator(
-                    EvaluatorSettings(**backend, indexer_url=self.urls.indexer), store=self._store
+                    EvaluatorSettings(
+                        data_dir=data_dir,
+                        qdrant_url=qdrant_url,
+                        encoder_urls=encoder_urls,
+                        host=host,
+                        indexer_url=self.urls.indexer,
+                    ),
+                    store=self._store,
                 ),
             ]
         except BaseException:

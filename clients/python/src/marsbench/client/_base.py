@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Self
 
 import httpx
 
@@ -15,6 +15,10 @@ from marsbench.tracing import request_id_headers
 
 # Statuses worth retrying: overload (honouring Retry-After) and a service (re)starting.
 _RETRY_STATUS = {429, 502, 503, 504}
+
+QueryValue = str | int | float | bool | None
+# A multipart file part: (form field, (file name, content, content type)).
+FilePart = tuple[str, tuple[str, bytes, str]]
 
 
 class BaseClient:
@@ -42,21 +46,42 @@ class BaseClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> BaseClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send to the next replica; retry connection failures and retryable statuses."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        json: object = None,
+        data: Mapping[str, str] | None = None,
+        files: Sequence[FilePart] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send to the next replica; retry connection failures and retryable statuses. `timeout`
+        (seconds) replaces the client's own for this request."""
         # Inside a service's request (or a job it started), the caller's request id goes along.
-        kwargs["headers"] = {**request_id_headers(), **(kwargs.get("headers") or {})}
+        sent_headers = {**request_id_headers(), **(headers or {})}
         last: Exception | None = None
         for attempt in range(self._retries + 1):
             base = self.urls[next(self._cycle)].rstrip("/")
             try:
-                response = self._http.request(method, f"{base}{path}", **kwargs)
+                response = self._http.request(
+                    method,
+                    f"{base}{path}",
+                    params=params,
+                    json=json,
+                    data=data,
+                    files=files,
+                    headers=sent_headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                )
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 last = exc
                 self._sleep(attempt, None)

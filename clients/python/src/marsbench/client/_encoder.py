@@ -80,5 +80,5 @@ class EncoderClient(BaseClient):
         response = self.request("POST", "/v1/embeddings/images", data=data, files=files)
         rows = int(response.headers[BINARY_ROWS_HEADER])
         dim = int(response.headers[BINARY_DIM_HEADER])
-        wire = WIRE_DTYPES[response.headers.get(BINARY_DTYPE_HEADER, "float32")]  # type: ignore[index]
+        wire = WIRE_DTYPES[response.headers.get(BINARY_DTYPE_HEADER, "float32")]
         return np.frombuffer(response.content, dtype=wire).reshape(rows, dim).astype(np.float32)

@@ -17,6 +17,10 @@ ignored. Image bytes are not decoded here: that is the encoder's job.
 
 Resumable indexing works in units: one per shard file (tar layout) or one per folder holding
 images (loose layout), named by their path relative to `thumb/`.
+
+The tile payload's keys are defined here, by the reader that writes them (the shared library's
+layers run tasks -> datasets, so a reader cannot import its task); `marsbench.tasks.geo` is where
+the evaluator, the store filters and the tests import them from.
 """
 
 from __future__ import annotations
@@ -71,13 +75,23 @@ TILE_CANDIDATE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 QUERY_IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 )
-GROUND_TRUTH_COLUMNS: tuple[str, str] = ("lon", "lat")
+LON_COLUMN, LAT_COLUMN = "lon", "lat"  # the catalogue's columns
+GROUND_TRUTH_COLUMNS: tuple[str, str] = (LON_COLUMN, LAT_COLUMN)
 ROOT_UNIT = "."  # the unit name of images directly in thumb/ (loose layout)
 
 _FINGERPRINT_HEX_CHARS = 16
 _LOGGED_BAD_ROWS = 5
 # Shards whose tile index (file name -> member bytes) is kept for thumbnails: a few MB at most each.
 _INDEXED_SHARDS = 64
+
+# The tile payload: {NAME_FIELD: tile file name, SOURCE_FIELD: its folder under thumb/,
+# LOCATION_FIELD: {LON_KEY: .., LAT_KEY: ..} (the tile's minimum corner in degrees east and north,
+# a geo point as the store indexes it), UNIT_FIELD: its shard or folder}.
+NAME_FIELD = "name"
+SOURCE_FIELD = "source"
+LOCATION_FIELD = "location"
+UNIT_FIELD = "unit"
+LON_KEY, LAT_KEY = "lon", "lat"
 
 UnitDone = Callable[[str], None]
 # Yields a unit's records, then returns whether the unit was read to its end.
@@ -102,7 +116,18 @@ def record_key(source: str, name: str) -> str:
 
 
 def tile_payload(name: str, source: str, unit: str, lon: float, lat: float) -> dict[str, Any]:
-    return {"name": name, "source": source, "location": {"lon": lon, "lat": lat}, "unit": unit}
+    return {
+        NAME_FIELD: name,
+        SOURCE_FIELD: source,
+        LOCATION_FIELD: {LON_KEY: lon, LAT_KEY: lat},
+        UNIT_FIELD: unit,
+    }
+
+
+def tile_lonlat(payload: Mapping[str, Any]) -> tuple[float, float]:
+    """(lon, lat) of a stored tile payload, as the reader wrote them."""
+    location = payload[LOCATION_FIELD]
+    return location[LON_KEY], location[LAT_KEY]
 
 
 def fingerprint_of(entries: Iterable[tuple[str, int]]) -> str:
@@ -212,8 +237,8 @@ def _folder_images(folder: Path) -> list[Path]:
 class GeoTileDataset:
     """The tiles of one published geo-localization `dataset/` folder, as an image source.
 
-    Record keys are `<source>/<tile name>`; payloads are `{"name", "source", "location":
-    {"lon", "lat"}, "unit"}`, the location being the tile's minimum corner.
+    Record keys are `<source>/<tile name>`; payloads are `tile_payload`'s, the location being the
+    tile's minimum corner.
     """
 
     def __init__(self, root: Path, variant: str = DEFAULT_VARIANT, *, roots: RootsArg = None) -> None:
@@ -343,7 +368,7 @@ class GeoTileDataset:
         a payload cannot lead out of `thumb/`. ItemNotFound when the unit or tile is not there,
         DatasetError when its file cannot be read.
         """
-        name, unit_name = payload_text(payload, "name"), payload_text(payload, "unit")
+        name, unit_name = payload_text(payload, NAME_FIELD), payload_text(payload, UNIT_FIELD)
         unit = next((u for u in self._scan.units if u.name == unit_name), None)
         if unit is None or not is_plain_name(name) or not is_tile_candidate(name):
             raise ItemNotFound(f"no tile {name!r} in unit {unit_name!r} of {self._thumb}")
@@ -497,7 +522,7 @@ def load_ground_truth(path: Path, skips: SkipLog | None = None, *, roots: RootsA
                     f"columns found: {columns!r}"
                 )
             for row in reader:
-                point = parse_point(row.get("lon"), row.get("lat"))
+                point = parse_point(row.get(LON_COLUMN), row.get(LAT_COLUMN))
                 if isinstance(point, str):
                     bad.append((f"{path.name}:line {reader.line_num}", point))
                 else:

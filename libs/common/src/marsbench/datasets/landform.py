@@ -37,6 +37,9 @@ Layout = Literal["parquet", "folders"]
 # The reference's list, compared case-insensitively.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 PARQUET_SUFFIX = ".parquet"
+# The stored image payload: the image name and its class.
+NAME_FIELD = "name"
+LABEL_FIELD = "label"
 HF_METADATA_KEY = b"huggingface"
 ID_COLUMNS: tuple[str, ...] = ("image_id", "id")
 
@@ -279,7 +282,7 @@ class LandformDataset:
         Parquet: the first row of that name (an index of the id columns, built once per dataset).
         ItemNotFound when there is no such image, DatasetError when the files cannot be read.
         """
-        name = payload_text(payload, "name")
+        name = payload_text(payload, NAME_FIELD)
         try:
             if self._layout == "folders":
                 return self._folder_image(name)
@@ -460,7 +463,7 @@ def _accept(
             skips.add(name, problem)
             return None
     seen.add(name)
-    return ImageRecord(key=name, image=data, payload={"name": name, "label": class_name})
+    return ImageRecord(key=name, image=data, payload={NAME_FIELD: name, LABEL_FIELD: class_name})
 
 
 @functools.lru_cache(maxsize=_INDEXED_DATASETS)

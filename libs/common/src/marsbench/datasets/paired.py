@@ -78,6 +78,10 @@ DEFAULT_CAPTION_KEY = "refined_caption"
 # The caption fields of the published JSON (the reference's config offers the first two).
 CAPTION_KEYS: tuple[str, ...] = ("ori_caption", "refined_caption", "qwen3_fused_caption")
 NESTED_CAPTION_FIELD = "caption"
+# The stored pair payload: the sample key, the caption the text vector is embedded from, the shard.
+KEY_FIELD = "key"
+CAPTION_FIELD = "caption"
+SHARD_FIELD = "shard"
 # Shards whose key -> image member index is kept for thumbnails.
 _INDEXED_SHARDS = 64
 
@@ -274,7 +278,7 @@ def pair_members(
 
 def sample_payload(key: str, caption: str, shard: str) -> dict[str, Any]:
     """The stored payload; `caption` is also the text the indexer embeds as the text vector."""
-    return {"key": key, "caption": caption, "shard": shard}
+    return {KEY_FIELD: key, CAPTION_FIELD: caption, SHARD_FIELD: shard}
 
 
 def count_candidates(member_names: Iterable[str]) -> int:
@@ -428,7 +432,7 @@ class PairedDataset:
         unless a shard repeats a key's image. Only this folder's shards are looked in.
         ItemNotFound when there is no such image, DatasetError when the shard cannot be read.
         """
-        key, shard_name = payload_text(payload, "key"), payload_text(payload, "shard")
+        key, shard_name = payload_text(payload, KEY_FIELD), payload_text(payload, SHARD_FIELD)
         shard = next((s for s in self._shards if s.name == shard_name), None)
         if shard is None:
             raise ItemNotFound(f"no shard {shard_name!r} in {self._root}")

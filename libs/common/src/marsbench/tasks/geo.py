@@ -9,22 +9,61 @@ Query facts (PROTOCOL.md; details checked against the reference):
   v = normalise(sum_j w_j x_j); query = normalise(mix v + (1 - mix) t).
 Arithmetic runs in float32, as the reference's torch code does; embeddings arrive L2-normalised
 from the encoder and are used as given (normalising them again could move scores by an ulp).
+
+The task's facts, each written once and imported from here by the indexer, the evaluator and the
+tests: what it indexes (`GEO`), its tile payload (`tile_payload`, `tile_lonlat` and the keys,
+written by the reader, marsbench.datasets.geo, which cannot import its task), the run defaults
+(written in the wire schema, marsbench.schemas.runs, whose request model needs them), the score
+rounding it shares with landform retrieval, and its queries. Evaluating a run needs the encoder and
+the store, so it lives in the evaluator (marsbench.evaluator.core.tasks.geo): the shared library
+never imports a service.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from marsbench.datasets.geo import GeoTileDataset
+from marsbench.datasets.geo import (
+    LAT_KEY,
+    LOCATION_FIELD,
+    LON_KEY,
+    NAME_FIELD,
+    SOURCE_FIELD,
+    UNIT_FIELD,
+    GeoTileDataset,
+    tile_lonlat,
+    tile_payload,
+)
+from marsbench.schemas.runs import GEO_DEFAULT_MIX_RATIO as DEFAULT_MIX_RATIO
+from marsbench.schemas.runs import GEO_DEFAULT_RADIUS_DEG as DEFAULT_RADIUS_DEG
+from marsbench.schemas.runs import GEO_DEFAULT_TEMPERATURE as DEFAULT_TEMPERATURE
+from marsbench.schemas.runs import GEO_DEFAULT_TOP_K as DEFAULT_TOP_K
 from marsbench.store.base import PayloadIndex
 from marsbench.tasks.base import IndexedTask
-from marsbench.tasks.landform import PROMPT_TEMPLATES, normalize_rows
+from marsbench.tasks.landform import PROMPT_TEMPLATES, SCORE_DECIMALS, normalize_rows
 
-LOCATION_FIELD = "location"
-DEFAULT_TOP_K = 20_000
-DEFAULT_MIX_RATIO = 0.3
-DEFAULT_TEMPERATURE = 0.1
-DEFAULT_RADIUS_DEG = 0.5
+__all__ = [
+    "DEFAULT_MIX_RATIO",
+    "DEFAULT_RADIUS_DEG",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_K",
+    "GEO",
+    "LAT_KEY",
+    "LOCATION_FIELD",
+    "LON_KEY",
+    "NAME_FIELD",
+    "SCORE_DECIMALS",
+    "SOURCE_FIELD",
+    "UNIT_FIELD",
+    "geo_phrase",
+    "geo_prompts",
+    "hybrid_query",
+    "image_query",
+    "softmax",
+    "text_query",
+    "tile_lonlat",
+    "tile_payload",
+]
 
 
 def geo_phrase(landform: str) -> str:
@@ -73,7 +112,7 @@ GEO = IndexedTask(
     opener=GeoTileDataset,
     payload_indexes={
         LOCATION_FIELD: PayloadIndex.GEO,
-        "source": PayloadIndex.KEYWORD,
-        "name": PayloadIndex.KEYWORD,
+        SOURCE_FIELD: PayloadIndex.KEYWORD,
+        NAME_FIELD: PayloadIndex.KEYWORD,
     },
 )

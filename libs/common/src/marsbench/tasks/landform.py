@@ -3,15 +3,25 @@
 Facts from PROTOCOL.md: the class name becomes a phrase (underscores and hyphens to spaces),
 goes into three templates; each template's embedding is normalised, the three are averaged and
 the mean normalised again. The relevant set of a class is every image labelled with it.
+
+The task's facts live here (what it indexes, its payload keys, the score rounding, its queries);
+evaluating a run needs the encoder and the store, so it lives in the evaluator
+(marsbench.evaluator.core.tasks.landform): the shared library never imports a service.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from marsbench.datasets.landform import LandformDataset
+# The image payload (NAME_FIELD, LABEL_FIELD) is the reader's, re-exported as the task's.
+from marsbench.datasets.landform import LABEL_FIELD, NAME_FIELD, LandformDataset
 from marsbench.store.base import PayloadIndex
 from marsbench.tasks.base import IndexedTask
+
+# The reference rounds similarities to this many decimals before it sorts them (landform
+# retrieval and geo-localization alike): scores equal at that precision are ties.
+SCORE_DECIMALS = 6
+
 
 PROMPT_TEMPLATES: tuple[str, ...] = (
     "a photo of {}, a type of martian terrain",
@@ -48,5 +58,5 @@ def ensemble_query(prompt_vectors: np.ndarray) -> np.ndarray:
 LANDFORM = IndexedTask(
     name="landform",
     opener=LandformDataset,
-    payload_indexes={"label": PayloadIndex.KEYWORD, "name": PayloadIndex.KEYWORD},
+    payload_indexes={LABEL_FIELD: PayloadIndex.KEYWORD, NAME_FIELD: PayloadIndex.KEYWORD},
 )

@@ -7,6 +7,14 @@ a record model (a test fails until it matches).
 Record versions: 1 had no `provenance`, `curves` or `forced`; 2 adds them. Older records load with
 those fields at their defaults. Fields this version does not know (a newer marsbench's) are kept,
 so reading and re-saving a record loses nothing, and a record newer than this code warns once.
+
+`settings` is the section of the record's task (`LandformSettings`, `PairedSettings`,
+`GeoSettings`), told apart by its `task`. Records written while `settings` was an untyped dict
+have no `settings.task`: it is taken from the record's own `task` when they load, and a field they
+lack reads as None (or empty).
+
+The geo-localization request defaults are written here, once, because the request schema needs them
+and the wire package depends on nothing else; code imports them from `marsbench.tasks.geo`.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import sys
 import warnings
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,6 +34,12 @@ from marsbench.schemas.provenance import Provenance
 
 RUN_RECORD_VERSION = 2
 SCHEMA_PATH = "docs/run-record.schema.json"
+
+# The reference's geo-localization defaults (its eval_max_k, radius, hybrid mix and temperature).
+GEO_DEFAULT_TOP_K = 20_000
+GEO_DEFAULT_RADIUS_DEG = 0.5
+GEO_DEFAULT_MIX_RATIO = 0.3
+GEO_DEFAULT_TEMPERATURE = 0.1
 
 
 class NewerRecordWarning(UserWarning):
@@ -56,10 +71,18 @@ class RunCreate(StrictModel):
         default=None, max_length=100, description="Geo-localization: the landform to find."
     )
     query_mode: QueryMode | None = Field(default=None, description="Geo-localization: text, image or hybrid.")
-    top_k: int = Field(default=20_000, ge=1, le=1_000_000, description="Geo: tiles retrieved (exact search).")
-    radius_deg: float = Field(default=0.5, gt=0, le=10, description="Geo: hit radius in degrees.")
-    mix_ratio: float = Field(default=0.3, ge=0, le=1, description="Geo hybrid: weight of the image part.")
-    temperature: float = Field(default=0.1, gt=0, description="Geo hybrid: softmax temperature.")
+    top_k: int = Field(
+        default=GEO_DEFAULT_TOP_K, ge=1, le=1_000_000, description="Geo: tiles retrieved (exact search)."
+    )
+    radius_deg: float = Field(
+        default=GEO_DEFAULT_RADIUS_DEG, gt=0, le=10, description="Geo: hit radius in degrees."
+    )
+    mix_ratio: float = Field(
+        default=GEO_DEFAULT_MIX_RATIO, ge=0, le=1, description="Geo hybrid: weight of the image part."
+    )
+    temperature: float = Field(
+        default=GEO_DEFAULT_TEMPERATURE, gt=0, description="Geo hybrid: softmax temperature."
+    )
     force: bool = Field(
         default=False,
         description="Evaluate even when the collection's indexing job has not succeeded (running, "
@@ -93,6 +116,72 @@ class Curve(BaseModel):
     x_label: str = Field(description="What `x` holds, e.g. 'k' (a rank cut-off).")
     x: list[float]
     y: dict[str, list[float]] = Field(description="Series by name, e.g. 'precision', 'recall'.")
+
+
+class TaskSettings(BaseModel):
+    """What every task's `settings` section holds: its task and the prompts behind the vectors.
+
+    Every run writes all of its section's fields; they default to None (or empty) because records
+    written while `settings` was an untyped dict may lack any of them.
+    """
+
+    # Unknown fields (a newer marsbench's) are kept, as the record keeps them.
+    model_config = ConfigDict(extra="allow")
+
+    task: TaskName = Field(description="The task this section belongs to: the record's `task`.")
+    model_prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description="The model's default prompts/instructions from its card, plus `query_instruction` "
+        "when the request set one.",
+    )
+
+
+class LandformSettings(TaskSettings):
+    """Landform retrieval's query settings."""
+
+    task: Literal[TaskName.LANDFORM] = TaskName.LANDFORM
+    templates: list[str] = Field(default_factory=list, description="The prompt templates of each class.")
+    max_k: int | None = Field(default=None, description="The ranking cut-off; None ranks every image.")
+    tie_rule: str | None = Field(default=None, description="How equal scores are ordered.")
+
+
+class PairedSettings(TaskSettings):
+    """Paired image-text retrieval's settings."""
+
+    task: Literal[TaskName.PAIRED] = TaskName.PAIRED
+    tie_rule: str | None = Field(default=None, description="How a partner tied with other items ranks.")
+    similarity: str | None = Field(default=None, description="The score of an image-text pair.")
+
+
+class GeoSettings(TaskSettings):
+    """Geo-localization's query settings."""
+
+    task: Literal[TaskName.GEOLOCALIZATION] = TaskName.GEOLOCALIZATION
+    top_k: int | None = Field(default=None, description="Tiles retrieved (exact search).")
+    radius_deg: float | None = Field(default=None, description="Hit radius in degrees.")
+    distance: dict[str, str] = Field(
+        default_factory=dict,
+        description="The distance each metric variant measures the radius in, by variant.",
+    )
+    mix_ratio: float | None = Field(default=None, description="Hybrid queries: weight of the image part.")
+    temperature: float | None = Field(default=None, description="Hybrid queries: softmax temperature.")
+    prompts: list[str] = Field(default_factory=list, description="The text prompts embedded (text, hybrid).")
+    query_images: list[str] = Field(
+        default_factory=list, description="The query image files embedded (image, hybrid)."
+    )
+    order_rule: str | None = Field(default=None, description="How the retrieved tiles are ordered.")
+
+
+def _untagged_sections_allowed(schema: dict[str, Any]) -> None:
+    """Records written before typed settings have no `settings.task`, and each section accepts
+    theirs: in the JSON schema the sections are alternatives (anyOf), not exclusive ones (oneOf)."""
+    if "oneOf" in schema:
+        schema["anyOf"] = schema.pop("oneOf")
+    schema.pop("discriminator", None)
+
+
+# A record's `settings`: the section of its task.
+RunSettings = LandformSettings | PairedSettings | GeoSettings
 
 
 class RunRecord(BaseModel):
@@ -134,11 +223,12 @@ class RunRecord(BaseModel):
     chance: dict[str, float] = Field(
         default_factory=dict, description="The same metrics for a random ranking (mean of seeded shuffles)."
     )
-    settings: dict[str, object] = Field(
-        default_factory=dict,
-        description="Query settings and prompts: the task's (templates, prompts, query images, k, "
-        "radius, mixing, tie and order rules) and `model_prompts`, the model's default prompts and "
-        "any query instruction the request set.",
+    settings: RunSettings = Field(
+        discriminator="task",
+        json_schema_extra=_untagged_sections_allowed,
+        description="Query settings and prompts: the section of the record's task (its `task`), with "
+        "the task's templates, prompts, query images, k, radius, mixing, tie and order rules, and "
+        "`model_prompts`, the model's default prompts and any query instruction the request set.",
     )
     counts: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
@@ -173,6 +263,24 @@ class RunRecord(BaseModel):
                 stacklevel=2,
             )
         return version
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_of_the_records_task(cls, data: object) -> object:
+        """A record written while `settings` was an untyped dict (or had none) gets the section of
+        its own task: the section names the task it belongs to, the record says it."""
+        if not isinstance(data, dict):
+            return data
+        settings = data.get("settings", {})
+        if isinstance(settings, dict) and "task" not in settings:
+            return {**data, "settings": {**settings, "task": data.get("task")}}
+        return data
+
+    @model_validator(mode="after")
+    def _settings_match_the_task(self) -> RunRecord:
+        if self.settings.task is not self.task:
+            raise ValueError(f"settings of a {self.settings.task.value} run in a {self.task.value} record")
+        return self
 
 
 class RunList(BaseModel):

@@ -35,5 +35,5 @@ def create_app(settings: EncoderSettings | None = None, *, engine: EncoderEngine
     install_error_handlers(app)
     app.include_router(api_router)
     install_security(app, engine.settings)  # before observability: its middleware then sees our 401s/413s
-    install_observability(app, "encoder")
+    install_observability(app, "encoder", engine=engine)
     return app

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from marsbench.client import EncoderClient, IndexerClient
+from marsbench.evaluator.adapters import HttpIndexingJobs, HttpQueryEncoder
 from marsbench.evaluator.api.errors import install_error_handlers
 from marsbench.evaluator.api.router import api_router
 from marsbench.evaluator.api.ui import UI_PREFIX, install_ui
@@ -28,13 +29,15 @@ def create_app(settings: EvaluatorSettings | None = None, *, store: VectorStore 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         active_store = store or settings.open_store()
-        encoder = EncoderClient(
-            settings.encoder_urls, timeout=settings.encoder_timeout_s, api_key=settings.key()
+        encoder = HttpQueryEncoder(
+            EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s, api_key=settings.key())
         )
         app.state.store = active_store
         app.state.encoder = encoder
         indexer = (
-            IndexerClient(settings.indexer_url, timeout=30, retries=2, api_key=settings.key())
+            HttpIndexingJobs(
+                IndexerClient(settings.indexer_url, timeout=30, retries=2, api_key=settings.key())
+            )
             if settings.indexer_url
             else None
         )

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from marsbench.client import EncoderClient
+from marsbench.indexer.adapters import HttpEncoder
 from marsbench.indexer.api.errors import install_error_handlers
 from marsbench.indexer.api.router import api_router
 from marsbench.indexer.core.jobs import JobManager
@@ -26,8 +27,8 @@ def create_app(settings: IndexerSettings | None = None, *, store: VectorStore | 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
         active_store = store or settings.open_store()
-        encoder = EncoderClient(
-            settings.encoder_urls, timeout=settings.encoder_timeout_s, api_key=settings.key()
+        encoder = HttpEncoder(
+            EncoderClient(settings.encoder_urls, timeout=settings.encoder_timeout_s, api_key=settings.key())
         )
         jobs = JobManager(
             active_store,

@@ -21,10 +21,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from marsbench.schemas.runs import RunRecord
+from marsbench.schemas.runs import LandformSettings, RunRecord
 
 CUTOFF = 10
-LANDFORM_SHUFFLES = 20  # services/evaluator/core/landform.py RANDOM_SHUFFLES, seed 0
+LANDFORM_SHUFFLES = 20  # marsbench.evaluator.core.tasks.landform RANDOM_SHUFFLES, seed 0
 
 PAIRED_FORMULA = (
     "Random ranking (computed from the records' pair count N, not measured): R@k = k/N, "
@@ -112,7 +112,7 @@ def landform_baseline(record: RunRecord) -> Baseline | None:
     """Exact when the record holds the class sizes and image count; else its `chance` block."""
     n = record.counts.get("images")
     sizes = _class_sizes(record.per_class)
-    max_k = record.settings.get("max_k")
+    max_k = record.settings.max_k if isinstance(record.settings, LandformSettings) else None
     if isinstance(n, int) and n > 0 and sizes and all(size <= n for size in sizes):
         cut = max_k if isinstance(max_k, int) and max_k > 0 else None
         return Baseline(landform_exact(n, sizes, cut), f"N={n}")

@@ -123,9 +123,7 @@ def _section(
     variants = []
     for name in _other_variants(records):
         having = [record for record in records if name in record.variants]  # no rows of '-' only
-        [other] = build_boards(
-            _entries(having, context, lambda r, name=name: r.variants[name]), track_forced=True
-        )
+        [other] = build_boards(_entries(having, context, _variant(name)), track_forced=True)
         variants.append((name, other))
     rows, baseline_notes = _baselines(task, records)
     board = replace(board, baselines=rows)
@@ -146,6 +144,15 @@ def _section(
     figures, figure_notes = _figures(task, found, context)
     maps, map_notes = _maps(found, context) if task is TaskName.GEOLOCALIZATION else ([], [])
     return Section(task, board, variants, [*notes, *figure_notes, *map_notes], figures, maps)
+
+
+def _variant(name: str) -> Callable[[RunRecord], Mapping[str, float]]:
+    """A record's metrics of variant `name` (each record here has it)."""
+
+    def metrics(record: RunRecord) -> Mapping[str, float]:
+        return record.variants[name]
+
+    return metrics
 
 
 def _entries(

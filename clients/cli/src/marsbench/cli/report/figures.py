@@ -34,9 +34,10 @@ class Series:
 
 def model_colors(labels: Sequence[str]) -> dict[str, str]:
     """One color per model, the same in every figure of the report."""
-    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    # An integer indexes a listed colormap's own colors (tab10, tab20), in their order.
     return {
-        label: matplotlib.colors.to_hex(palette[i % len(palette)])
+        label: matplotlib.colors.to_hex(palette(i % palette.N))
         for i, label in enumerate(dict.fromkeys(labels))
     }
 

@@ -36,7 +36,8 @@ MAX_BACKOFF_S = 30.0
 # Pillow's own guard against decompression bombs, made an error rather than a warning.
 MAX_PIXELS = 178_956_970
 
-Sleep = Callable[[float], None]
+# Waits that many seconds; what it returns is ignored (`threading.Event.wait` answers a bool).
+Sleep = Callable[[float], object]
 
 
 @dataclass(frozen=True, slots=True)

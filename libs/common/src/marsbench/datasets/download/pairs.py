@@ -58,15 +58,15 @@ class PairsDownloadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image_size: int = Field(512, ge=8, le=8192)
+    image_size: int = Field(default=512, ge=8, le=8192)
     resize_mode: ResizeMode = "center_crop"
-    quality: int = Field(95, ge=1, le=100)
-    shard_size: int = Field(1000, ge=1, le=1_000_000)
-    workers: int = Field(16, ge=1, le=256)
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(3, ge=0, le=20)
-    backoff_s: float = Field(1.0, ge=0)
-    max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    quality: int = Field(default=95, ge=1, le=100)
+    shard_size: int = Field(default=1000, ge=1, le=1_000_000)
+    workers: int = Field(default=16, ge=1, le=256)
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_s: float = Field(default=1.0, ge=0)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
 
     def policy(self) -> FetchPolicy:
         return FetchPolicy(
@@ -348,10 +348,10 @@ def download_pairs(
         window = 2 * options.workers
         while True:
             while len(running) < window:
-                item = next(queue, None)
-                if item is None:
+                queued = next(queue, None)
+                if queued is None:
                     break
-                running[pool.submit(fetcher, item)] = item
+                running[pool.submit(fetcher, queued)] = queued
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -377,8 +377,8 @@ def download_pairs(
         pool.shutdown(wait=not interrupted, cancel_futures=True)
         if not interrupted:  # else the pool's threads may still be finishing a request
             client.close()
-        missing = {item.key for item in todo}
-        carried = [f for key, f in previous.items() if key in missing and key not in attempted]
+        todo_keys = {item.key for item in todo}
+        carried = [f for key, f in previous.items() if key in todo_keys and key not in attempted]
         failures_file = write_failures(out, [*failures.values(), *carried])
     clean_staging(out)
     return PairsDownloadResult(

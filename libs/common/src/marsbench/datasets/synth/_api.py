@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from ._geo import GEO_LANDFORMS, THUMB_SUBDIR, build_geo
@@ -128,7 +128,7 @@ def synthesize(
     )
 
 
-def _write_manifest(folder: Path, params: dict[str, object]) -> None:
+def _write_manifest(folder: Path, params: Mapping[str, object]) -> None:
     """Provenance beside the dataset folder: generator version, parameters, file digests."""
     manifest = {
         "generator": "marsbench.datasets.synth",

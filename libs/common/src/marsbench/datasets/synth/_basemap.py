@@ -9,7 +9,8 @@ east and rows 90..-90 degrees north, so a point (lon, lat) lies at x = (lon + 18
 y = (90 - lat) / 180 * height: the geometry the page draws hits with.
 
 `python -m marsbench.datasets.synth._basemap` rewrites the packaged copy
-(`marsbench/assets/basemap/mars-relief.jpg`, 1024 x 512, JPEG); the output depends on the seed only.
+(`libs/common/src/marsbench/assets/basemap/mars-relief.jpg`, 1024 x 512, JPEG); the output depends on
+the seed only.
 """
 
 from __future__ import annotations

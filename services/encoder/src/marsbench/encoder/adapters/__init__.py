@@ -12,8 +12,8 @@ from marsbench.encoder.adapters.hub import check_local_folder
 from marsbench.encoder.adapters.mllm import MLLM_FAMILIES, load_mllm, mllm_prompt_card
 from marsbench.encoder.adapters.open_clip import OpenClipModel
 from marsbench.encoder.adapters.transformers_towers import TOWER_FAMILIES, TransformersTowers
-from marsbench.encoder.core.errors import InvalidModelRef
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import InvalidModelRef
+from marsbench.encoder.registry import ModelSpec
 
 FAMILIES: dict[str, Callable[[ModelSpec, RuntimeOptions], EmbeddingModel]] = {
     "open_clip": OpenClipModel.load,

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from marsbench.encoder.core.errors import ModelLoadFailed
+from marsbench.encoder.errors import ModelLoadFailed
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from marsbench.encoder.core.errors import InvalidInput, ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec, Precision
+from marsbench.encoder.errors import InvalidInput, ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec, Precision
 from marsbench.schemas.common import Modality
 
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from marsbench.encoder.adapters.base import RuntimeOptions
-from marsbench.encoder.core.errors import ModelLoadFailed, ModelUnusable
-from marsbench.encoder.core.registry import WEIGHT_SUFFIXES, ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed, ModelUnusable
+from marsbench.encoder.registry import WEIGHT_SUFFIXES, ModelSpec
 
 log = logging.getLogger(__name__)
 

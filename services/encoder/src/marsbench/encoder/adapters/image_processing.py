@@ -14,20 +14,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
-
-
-def backend_kwargs(spec: ModelSpec) -> dict[str, str]:
-    return {"backend": spec.image_backend} if spec.image_backend else {}
 
 
 def load_image_processor(folder: Path, spec: ModelSpec) -> Any:
     """The folder's image processor (`preprocessor_config.json`) on the spec's backend."""
     from transformers import AutoImageProcessor
 
-    return AutoImageProcessor.from_pretrained(folder, local_files_only=True, **backend_kwargs(spec))
+    if spec.image_backend is None:  # transformers' own default (torchvision)
+        return AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+    return AutoImageProcessor.from_pretrained(folder, local_files_only=True, backend=spec.image_backend)
 
 
 def on_backend(processor: Any, folder: Path, spec: ModelSpec) -> Any:

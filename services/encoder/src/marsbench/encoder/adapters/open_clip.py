@@ -6,9 +6,9 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import open_clip
@@ -25,10 +25,30 @@ from marsbench.encoder.adapters.base import (
 )
 from marsbench.encoder.adapters.hub import hub_snapshot, model_folder
 from marsbench.encoder.adapters.image_processing import describe_transforms
-from marsbench.encoder.core.errors import ModelLoadFailed, ModelUnusable
-from marsbench.encoder.core.registry import RANDOM_TAG, ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed, ModelUnusable
+from marsbench.encoder.registry import RANDOM_TAG, ModelSpec
 
 log = logging.getLogger(__name__)
+
+Preprocess = Callable[[Image.Image], torch.Tensor]
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+@runtime_checkable
+class ClipTowers(Protocol):
+    """What marsbench calls on an open_clip model (CLIP, CustomTextCLIP, ...): open_clip ships no
+    types, and a `torch.nn.Module` types every attribute it does not declare as `Tensor | Module`."""
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+
+def clip_towers(module: torch.nn.Module) -> ClipTowers:
+    """`module` as the open_clip model it is, checked: the towers' calls are then typed."""
+    if not isinstance(module, ClipTowers):
+        raise TypeError(f"{type(module).__name__} is not an open_clip model (no encode_image/encode_text)")
+    return module
 
 
 class OpenClipModel(TorchEmbedder):
@@ -43,8 +63,8 @@ class OpenClipModel(TorchEmbedder):
         options: RuntimeOptions,
     ) -> None:
         super().__init__(spec, model, options)
-        self._preprocess = preprocess
-        self._tokenizer = tokenizer
+        self._preprocess: Preprocess = preprocess
+        self._tokenizer: Tokenizer = tokenizer
         self.dimension = _embedding_dim(model)
         self.image_size = _image_size(model)
         self._tensor_transform = tensor_transform(getattr(model.visual, "preprocess_cfg", None) or {})
@@ -96,9 +116,22 @@ class OpenClipModel(TorchEmbedder):
         tokenizer = _tokenizer(spec, name, options)
         return cls(spec, model, preprocess, tokenizer, options)
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """open_clip's evaluation transform for this model (PIL image to input tensor)."""
+        return self._preprocess
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """open_clip's tokenizer for this model (texts to a (N, context) tensor of token ids)."""
+        return self._tokenizer
+
+    @property
+    def towers(self) -> ClipTowers:
+        return clip_towers(self.module)
+
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
-        tensor: torch.Tensor = self._preprocess(image)
-        return tensor
+        return self._preprocess(image)
 
     def preprocess_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
         if self._tensor_transform is None:
@@ -108,14 +141,14 @@ class OpenClipModel(TorchEmbedder):
     @torch.inference_mode()
     def embed_images(self, pixels: torch.Tensor) -> np.ndarray:
         with self.autocast():
-            features = self.module.encode_image(pixels.to(self._device, non_blocking=True))
+            features = self.towers.encode_image(pixels.to(self._device, non_blocking=True))
         return normalized_rows(features)
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], options: PromptOptions = DEFAULT_PROMPT) -> np.ndarray:
         tokens = self._tokenizer(list(texts)).to(self._device)
         with self.autocast():
-            features = self.module.encode_text(tokens)
+            features = self.towers.encode_text(tokens)
         return normalized_rows(features)
 
     def count_tokens(self, texts: Sequence[str]) -> int:

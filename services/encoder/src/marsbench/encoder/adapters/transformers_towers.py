@@ -28,8 +28,8 @@ from marsbench.encoder.adapters.base import (
 )
 from marsbench.encoder.adapters.hub import converted_dir, model_folder
 from marsbench.encoder.adapters.image_processing import describe_image_processor, load_image_processor
-from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec
 from marsbench.schemas.common import Modality
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import pickle
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from marsbench.encoder.core.errors import (
+from marsbench.encoder.errors import (
     EncoderError,
     InvalidInput,
     InvalidModelRef,
@@ -20,7 +20,8 @@ from marsbench.encoder.core.errors import (
 )
 from marsbench.http import error_response, install_error_bodies, status_for
 
-STATUS: dict[type[EncoderError], int] = {
+# Keyed by exception type as `status_for` reads it; every entry is an EncoderError.
+STATUS: dict[type[Exception], int] = {
     UnknownModel: 404,
     InvalidModelRef: 422,
     UnsupportedModality: 422,

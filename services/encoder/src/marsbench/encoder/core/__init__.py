@@ -1,1 +1,1 @@
-"""Encoder core: registry, model pool, batcher, image decoding. Never imports FastAPI."""
+"""Encoder core: model pool, batcher, image decoding. Never imports FastAPI."""

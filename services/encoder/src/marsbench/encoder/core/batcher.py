@@ -24,8 +24,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from marsbench.encoder.core.errors import EncoderError, ForwardFailed, Overloaded
 from marsbench.encoder.core.threads import in_thread
+from marsbench.encoder.errors import EncoderError, ForwardFailed, Overloaded
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ from marsbench.encoder.adapters import (
 from marsbench.encoder.adapters.base import DEFAULT_PROMPT, PromptOptions, run_precision
 from marsbench.encoder.core.batcher import DeviceActivity, DynamicBatcher
 from marsbench.encoder.core.decoding import FairQueue, request_pixels
-from marsbench.encoder.core.errors import (
+from marsbench.encoder.core.images import decode_image, decode_tensor
+from marsbench.encoder.core.threads import in_thread
+from marsbench.encoder.errors import (
     EncoderError,
     InvalidInput,
     ModelLoadFailed,
@@ -40,8 +42,7 @@ from marsbench.encoder.core.errors import (
     ModelUnusable,
     UnsupportedModality,
 )
-from marsbench.encoder.core.images import decode_image, decode_tensor
-from marsbench.encoder.core.registry import (
+from marsbench.encoder.registry import (
     ModelRoots,
     ModelSpec,
     registered_specs,
@@ -49,7 +50,6 @@ from marsbench.encoder.core.registry import (
     weights_sha256,
     weights_stamp,
 )
-from marsbench.encoder.core.threads import in_thread
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.schemas.common import Modality
 from marsbench.schemas.models import ModelInfo
@@ -101,9 +101,9 @@ class ServedModel:
         self.model.close()
 
 
-class EncoderObserver:
-    """Told what the engine does, for metrics; this one ignores it (the service installs a Prometheus
-    one: marsbench.observability.EncoderMetrics)."""
+class EncoderObserver(Protocol):
+    """Told what the engine does, for metrics (the service installs a Prometheus one:
+    marsbench.observability.EncoderMetrics)."""
 
     def batch_done(self, batcher: str, items: int, seconds: float) -> None: ...
 
@@ -112,6 +112,22 @@ class EncoderObserver:
     def model_load_failed(self, model: str) -> None: ...
 
     def model_unloaded(self, model: str) -> None: ...
+
+
+class NullObserver:
+    """The observer of an engine nobody watches: ignores everything."""
+
+    def batch_done(self, batcher: str, items: int, seconds: float) -> None:
+        pass
+
+    def model_loaded(self, model: str, seconds: float) -> None:
+        pass
+
+    def model_load_failed(self, model: str) -> None:
+        pass
+
+    def model_unloaded(self, model: str) -> None:
+        pass
 
 
 class EncoderEngine:
@@ -140,7 +156,7 @@ class EncoderEngine:
         self._device_activity = DeviceActivity()
         self._cpu_pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
         self._decoding = FairQueue(self._cpu_pool, self.settings.preprocess_workers)
-        self.observer: EncoderObserver = EncoderObserver()
+        self.observer: EncoderObserver = NullObserver()
 
     async def __aenter__(self) -> EncoderEngine:
         await self.start()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from marsbench.encoder.core.errors import InvalidInput
+from marsbench.encoder.errors import InvalidInput
 from marsbench.schemas.datauri import decode_data_uri
 
 

@@ -8,8 +8,7 @@ the model itself.
 
 from __future__ import annotations
 
-from marsbench.client import MarsbenchError
-from marsbench.evaluator.core.ports import IndexingJobs
+from marsbench.evaluator.core.ports import IndexingJobs, UpstreamError
 from marsbench.schemas.jobs import JobStatus, TaskName
 from marsbench.schemas.search import IndexerLink, SearchableCollection, SearchableCollectionList
 from marsbench.store import CollectionInfo, VectorStore
@@ -50,7 +49,7 @@ def fetch_jobs(indexing: IndexingJobs | None) -> tuple[list[JobStatus], IndexerL
         return [], "not configured", NO_INDEXER
     try:
         return indexing.jobs(), "connected", None
-    except MarsbenchError as exc:
+    except UpstreamError as exc:
         return [], "unavailable", f"the indexer did not answer ({exc}): models and datasets are unknown"
 
 

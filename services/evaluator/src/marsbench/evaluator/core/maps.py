@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 _MARGIN_DEG = 2.0
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One set of points on the map and how they are drawn (unset colours: matplotlib's)."""
+
+    points: np.ndarray
+    size: float
+    marker: str
+    label: str
+    color: str | None = None
+    facecolors: str | None = None
+    edgecolors: str | None = None
 
 
 def _extent(*point_sets: np.ndarray) -> tuple[float, float, float, float]:
@@ -41,19 +55,25 @@ def draw_geo_map(
     hit = np.asarray(tile_hit, dtype=bool)
     covered = np.asarray(gt_covered, dtype=bool)
     n_hit, n_covered = int(hit.sum()), int(covered.sum())
-    layers: list[tuple[np.ndarray, dict[str, object]]] = [
-        (tiles[~hit], {"s": 10, "marker": "s", "color": "#c9c9c9",
-                       "label": f"retrieved tile, no site near ({len(hit) - n_hit})"}),
-        (tiles[hit], {"s": 12, "marker": "s", "color": "#2b8cbe",
-                      "label": f"retrieved tile near a site ({n_hit})"}),
-        (gt[~covered], {"s": 36, "marker": "x", "color": "#d7301f",
-                        "label": f"catalogue site missed ({len(covered) - n_covered})"}),
-        (gt[covered], {"s": 36, "marker": "o", "facecolors": "none", "edgecolors": "#1a9850",
-                       "label": f"catalogue site found ({n_covered})"}),
+    layers = [
+        _Layer(tiles[~hit], 10, "s", f"retrieved tile, no site near ({len(hit) - n_hit})", color="#c9c9c9"),
+        _Layer(tiles[hit], 12, "s", f"retrieved tile near a site ({n_hit})", color="#2b8cbe"),
+        _Layer(gt[~covered], 36, "x", f"catalogue site missed ({len(covered) - n_covered})", color="#d7301f"),
+        _Layer(gt[covered], 36, "o", f"catalogue site found ({n_covered})", facecolors="none",
+               edgecolors="#1a9850"),
     ]  # fmt: skip
-    for points, style in layers:
-        if len(points):
-            axes.scatter(points[:, 0], points[:, 1], **style)
+    for layer in layers:
+        if len(layer.points):
+            axes.scatter(
+                layer.points[:, 0],
+                layer.points[:, 1],
+                s=layer.size,
+                marker=layer.marker,
+                label=layer.label,
+                color=layer.color,
+                facecolors=layer.facecolors,
+                edgecolors=layer.edgecolors,
+            )
     lon_min, lon_max, lat_min, lat_max = _extent(tiles, gt)
     axes.set_xlim(lon_min, lon_max)
     axes.set_ylim(lat_min, lat_max)

@@ -11,7 +11,7 @@ Basemap: the first image in the dataset's `mars_map/` folder (sorted by name; .p
 geolocalization evaluator); an image that is not 2:1 but holds that box is cropped to it. The
 result is re-encoded as a JPEG at most `MAX_BASEMAP_PX` wide (a browser cannot show TIFF). Without
 a usable one (no job, no `mars_map/`, an image that does not decode, a link out of the roots) the
-bundled synthetic relief (`marsbench/assets/basemap/mars-relief.jpg`, made by
+bundled synthetic relief (`libs/common/src/marsbench/assets/basemap/mars-relief.jpg`, made by
 `marsbench.datasets.synth._basemap`) is served instead; the `X-Marsbench-Basemap` header says which
 (`dataset:<file>` or `bundled`) and `X-Marsbench-Basemap-Note` why a dataset map was not used.
 
@@ -79,7 +79,7 @@ def equirectangular_jpeg(data: bytes, max_px: int = MAX_BASEMAP_PX) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
-            image = opened
+            image: Image.Image = opened  # crop, convert and resize return plain images
             width, height = image.size
             x, y, plot_w, plot_h = REFERENCE_PLOT
             if abs(width - 2 * height) > 0.005 * width and width >= x + plot_w and height >= y + plot_h:
@@ -158,7 +158,9 @@ class MarsMaps:
         except (DatasetError, OSError) as exc:
             raise SitesUnavailable(f"cannot list the ground truth of {collection!r}: {exc}") from exc
 
-    def sites(self, collection: str, landform: str, confine: Confine) -> tuple[list[list[float]], int]:
+    def sites(
+        self, collection: str, landform: str, confine: Confine
+    ) -> tuple[list[tuple[float, float]], int]:
         """(lon, lat) points of the landform's catalogue, and how many rows were unusable."""
         folder = self._geo_folder(collection, confine)
         path = ground_truth_path(folder, landform)
@@ -174,4 +176,4 @@ class MarsMaps:
             raise SitesUnavailable(str(exc)) from exc
         except DatasetError as exc:
             raise SitesUnavailable(f"cannot read the ground truth of {collection!r}: {exc}") from exc
-        return points.tolist(), skips.count
+        return [(lon, lat) for lon, lat in points.tolist()], skips.count

@@ -1,32 +1,25 @@
 """Runs: evaluate a (task, model, data) collection and keep the record as JSON.
 
-Each task has one function that evaluates and returns the task-specific fields of the record;
-`RunService.create` adds what every record shares (its provenance among them) and writes it.
+Each task's evaluation (marsbench.evaluator.core.tasks, one module per task) returns the
+task-specific sections of the record through one interface; `RunService.create` dispatches on the
+request's task, adds what every record shares (its identity, the indexing state, the model's
+prompts, its provenance) and writes it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from marsbench.client import MarsbenchError
 from marsbench.datasets.errors import DatasetError
-from marsbench.evaluator.core.curves import geo_curves, paired_curves
 from marsbench.evaluator.core.errors import IncompleteIndex, InvalidRun, NotIndexed, RunNotFound
-from marsbench.evaluator.core.geo import evaluate_geo
-from marsbench.evaluator.core.landform import TIE_RULE, evaluate_landform
-from marsbench.evaluator.core.maps import draw_geo_map
-from marsbench.evaluator.core.paired import TIE_RULE as PAIRED_TIE_RULE
-from marsbench.evaluator.core.paired import TOP_K as PAIRED_TOP_K
-from marsbench.evaluator.core.paired import evaluate_paired
-from marsbench.evaluator.core.ports import IndexingJobs, QueryEncoder
+from marsbench.evaluator.core.ports import IndexingJobs, QueryEncoder, UpstreamError
 from marsbench.evaluator.core.provenance import build_provenance, indexing_seconds, weights_notes
+from marsbench.evaluator.core.tasks import PARITY, TASKS, RunContext, TaskEvaluation, TaskResult
 from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.core.warm_index import WarmIndexCache
 from marsbench.files import DiskFull, is_disk_full, write_text_atomic
@@ -38,15 +31,10 @@ from marsbench.schemas.runs import RunCreate, RunRecord
 from marsbench.store import CollectionDamaged, CollectionNotFound, VectorStore
 from marsbench.store.naming import collection_name
 from marsbench.tasks import INDEXABLE
-from marsbench.tasks.landform import PROMPT_TEMPLATES
 from marsbench.tasks.modalities import missing_modalities, query_needs, refusal
-from marsbench.tasks.paired import DEFAULT_CAPTION_KEY
 
-PARITY = "parity"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9T_-]+$")
 _SAFE_ARTIFACT = re.compile(r"^[A-Za-z0-9._-]+$")
-
-Fields = dict[str, Any]
 
 
 class RunService:
@@ -68,11 +56,7 @@ class RunService:
         self._warm = warm_indexes
         self._dir = runs_dir
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._evaluators: dict[TaskName, Callable[[RunCreate, str, str, PhaseTimer], Fields]] = {
-            TaskName.LANDFORM: self._landform,
-            TaskName.GEOLOCALIZATION: self._geo,
-            TaskName.PAIRED: self._paired,
-        }
+        self._tasks: Mapping[TaskName, TaskEvaluation[TaskResult]] = TASKS
 
     def collection_for(self, request: RunCreate) -> str:
         return self._open_dataset(request)[0]
@@ -100,9 +84,19 @@ class RunService:
         with timer.phase("check_indexing"):
             indexing, forced = self._indexing_state(collection, force=request.force)
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        context = RunContext(
+            store=self._store,
+            encoder=self._encoder,
+            collection=collection,
+            run_id=run_id,
+            runs_dir=self._dir,
+            timer=timer,
+            warm=self._warm,
+            roots=self._roots,
+        )
         started = time.perf_counter()
         try:
-            fields = self._evaluators[request.task](request, collection, run_id, timer)
+            result = self._tasks[request.task].evaluate(context, request)
         except CollectionNotFound:
             raise NotIndexed(
                 f"collection {collection!r} for model {request.model!r} and {request.dataset_dir} does not "
@@ -116,35 +110,17 @@ class RunService:
             raise DiskFull(f"run {run_id} not recorded: {exc}; free some space and run it again") from exc
         # The prompts behind the vectors: the model's defaults (also those of the indexed images),
         # and the text-query instruction when the request overrides it.
-        fields["settings"] = fields.get("settings", {}) | {
-            "model_prompts": card.prompts
-            | ({"query_instruction": request.instruction} if request.instruction else {})
-        }
-        if forced and indexing.get("damaged"):
-            fields["notes"] = [
-                f"forced: evaluated a damaged collection ({indexing['damaged']}): not comparable with "
-                "complete runs",
-                *fields.get("notes", []),
-            ]
-        elif forced:
-            fields["notes"] = [
-                f"forced: evaluated while the collection's indexing was {indexing.get('state')} "
-                f"({indexing.get('done')} of {indexing.get('total')} items): not comparable with "
-                "complete runs",
-                *fields.get("notes", []),
-            ]
+        instruction = {"query_instruction": request.instruction} if request.instruction else {}
+        settings = result.settings.model_copy(update={"model_prompts": card.prompts | instruction})
+        notes = [*forced_notes(indexing, forced), *result.notes]
         duration = time.perf_counter() - started
         with timer.phase("model_card"):
             card = self._final_card(request, card)
         with timer.phase("provenance"):
             provenance = build_provenance(
-                request,
-                card,
-                fingerprint=fingerprint,
-                indexing=indexing,
-                query_images=fields.get("settings", {}).get("query_images", []),
+                request, card, fingerprint=fingerprint, indexing=indexing, query_images=result.query_images
             )
-        fields["notes"] = fields.get("notes", []) + weights_notes(request.task, provenance.model)
+        notes += weights_notes(request.task, provenance.model)
         # Last, so that every phase is in and the total covers them all.
         provenance.timings = Timings(
             phases=dict(timer.seconds), total_s=timer.total(), indexing_s=indexing_seconds(indexing)
@@ -157,11 +133,22 @@ class RunService:
             model=request.model,
             dataset_dir=str(Path(request.dataset_dir).resolve()),
             collection=collection,
+            caption_key=result.caption_key,
+            landform=result.landform,
+            query_mode=result.query_mode,
             variant=PARITY,
+            metrics=result.metrics,
+            variants=result.variants,
+            artifacts=result.artifacts,
+            per_class=result.per_class,
+            curves=result.curves,
+            chance=result.chance,
+            settings=settings,
+            counts=result.counts,
+            notes=notes,
             created_at=datetime.now(UTC),
             duration_s=duration,
             provenance=provenance,
-            **fields,
         )
         try:
             write_text_atomic(self._dir / f"{record.id}.json", record.model_dump_json(indent=2))
@@ -199,7 +186,7 @@ class RunService:
             return {"state": "unknown", "reason": "the evaluator has no MARSBENCH_INDEXER_URL"}, False
         try:
             jobs = self._indexing.jobs(collection)
-        except MarsbenchError as exc:
+        except UpstreamError as exc:
             if not force:
                 raise IncompleteIndex(
                     f"cannot tell whether collection {collection!r} is completely indexed: the indexer "
@@ -259,125 +246,9 @@ class RunService:
             final = self._encoder.model_info(request.model, load=False)
             if final.weights is None and request.task is not TaskName.PAIRED:
                 final = self._encoder.model_info(request.model, load=True)
-        except MarsbenchError:
+        except UpstreamError:
             return card  # the encoder went away after the run: the record keeps what it knew
         return final
-
-    # -- tasks ------------------------------------------------------------------------------
-
-    def _landform(self, request: RunCreate, collection: str, run_id: str, timer: PhaseTimer) -> Fields:
-        outcome = evaluate_landform(
-            self._store,
-            self._encoder,
-            collection=collection,
-            model=request.model,
-            max_k=request.max_k,
-            instruction=request.instruction,
-            timer=timer,
-        )
-        if not outcome.classes:
-            raise InvalidRun(f"collection {collection!r} holds no labelled images")
-        metrics = outcome.metrics.as_dict()
-        return {
-            "metrics": metrics,
-            "variants": {PARITY: metrics},
-            "per_class": outcome.metrics.per_class_table(),
-            "chance": outcome.chance,
-            "settings": {"templates": list(PROMPT_TEMPLATES), "max_k": request.max_k, "tie_rule": TIE_RULE},
-            "counts": {"images": outcome.n_images, "classes": len(outcome.classes)},
-        }
-
-    def _paired(self, request: RunCreate, collection: str, run_id: str, timer: PhaseTimer) -> Fields:
-        try:
-            outcome = evaluate_paired(
-                self._store, collection=collection, with_top_lists=request.top_lists, timer=timer
-            )
-        except ValueError as exc:
-            raise InvalidRun(str(exc)) from exc
-        metrics = outcome.metrics.as_dict()
-        with timer.phase("curves"):
-            curves = paired_curves(outcome.metrics)
-        artifacts = {}
-        if outcome.top_lists is not None:
-            artifacts["top_lists"] = f"{run_id}.top{PAIRED_TOP_K}.json"
-            write_text_atomic(self._dir / artifacts["top_lists"], json.dumps(outcome.top_lists))
-        variants = {PARITY: metrics} | {name: m.as_dict() for name, m in outcome.tie_bounds.items()}
-        tied = outcome.tied_partners()
-        notes = []
-        if tied:
-            notes.append(
-                f"{tied} query partner(s) tie exactly with other items (e.g. duplicate captions); their "
-                "ranks depend on tie order, which the reference leaves to its loader's row order and numpy's "
-                "sort: compare with the reference within variants ties_optimistic..ties_pessimistic"
-            )
-        return {
-            "caption_key": request.caption_key or DEFAULT_CAPTION_KEY,
-            "metrics": metrics,
-            "variants": variants,
-            "curves": curves,
-            "notes": notes,
-            "artifacts": artifacts,
-            "settings": {
-                "tie_rule": PAIRED_TIE_RULE,
-                "similarity": "float32 inner product of L2-normalised vectors",
-            },
-            "counts": {"pairs": len(outcome.keys)},
-        }
-
-    def _geo(self, request: RunCreate, collection: str, run_id: str, timer: PhaseTimer) -> Fields:
-        outcome = evaluate_geo(
-            self._store,
-            self._encoder,
-            collection=collection,
-            dataset_dir=Path(request.dataset_dir),
-            request=request,
-            warm=self._warm,
-            timer=timer,
-            roots=self._roots,
-        )
-        parity = outcome.curves[PARITY]
-        with timer.phase("curves"):
-            curves = geo_curves(parity)
-        map_name = f"{run_id}.map.png"
-        title = f"{request.landform} · {request.query_mode} query · {request.model} · best k={parity.best.k}"
-        with timer.phase("figures"):
-            draw_geo_map(
-                self._dir / map_name,
-                tiles_lonlat=outcome.ranked_lonlat[: parity.best.k],
-                tile_hit=parity.tile_hit,
-                gt_lonlat=outcome.gt_lonlat,
-                gt_covered=parity.gt_covered,
-                title=title,
-            )
-        variants = {name: curve.as_dict() for name, curve in outcome.curves.items()}
-        notes = [f"ground truth row skipped: {row}" for row in outcome.skipped_gt_rows]
-        return {
-            "landform": request.landform,
-            "query_mode": request.query_mode,
-            "metrics": variants[PARITY],
-            "variants": variants,
-            "curves": curves,
-            "artifacts": {"map": map_name},
-            "settings": {
-                "top_k": request.top_k,
-                "radius_deg": request.radius_deg,
-                "distance": {
-                    "parity": "planar (reference map pixels)",
-                    "exact": "planar",
-                    "exact_great_circle": f"great circle, {request.radius_deg} deg of arc on Mars",
-                },
-                "mix_ratio": request.mix_ratio,
-                "temperature": request.temperature,
-                "prompts": outcome.query.prompts,
-                "query_images": outcome.query.query_images,
-                "order_rule": outcome.order_rule,
-            },
-            "counts": {
-                "retrieved": len(outcome.ranked_lonlat),
-                "gt_points": len(outcome.gt_lonlat),
-            },
-            "notes": notes,
-        }
 
     # -- records ----------------------------------------------------------------------------
 
@@ -398,6 +269,22 @@ class RunService:
         # Records only: artifacts beside them are JSON too (`<id>.top10.json`), but their stems are no ids.
         paths = [p for p in sorted(self._dir.glob("*.json")) if _SAFE_ID.match(p.stem)]
         return [RunRecord.model_validate_json(p.read_text()) for p in paths]
+
+
+def forced_notes(indexing: Mapping[str, object], forced: bool) -> list[str]:
+    """The note that leads a forced run's record: what it evaluated instead of a complete index."""
+    if forced and indexing.get("damaged"):
+        return [
+            f"forced: evaluated a damaged collection ({indexing['damaged']}): not comparable with "
+            "complete runs"
+        ]
+    if forced:
+        return [
+            f"forced: evaluated while the collection's indexing was {indexing.get('state')} "
+            f"({indexing.get('done')} of {indexing.get('total')} items): not comparable with "
+            "complete runs"
+        ]
+    return []
 
 
 def _job_summary(job: JobStatus) -> dict[str, object]:

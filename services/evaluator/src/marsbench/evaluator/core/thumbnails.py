@@ -24,12 +24,11 @@ from typing import Generic, TypeVar
 
 from PIL import Image
 
-from marsbench.client import MarsbenchError
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.lookup import ItemNotFound
 from marsbench.evaluator.core.collections import NO_INDEXER
 from marsbench.evaluator.core.errors import ImageUnavailable, PointNotFound
-from marsbench.evaluator.core.ports import ImageReader, IndexingJobs
+from marsbench.evaluator.core.ports import ImageReader, IndexingJobs, UpstreamError
 from marsbench.job_order import current_job
 from marsbench.schemas.jobs import JobStatus
 from marsbench.store import CollectionNotFound, VectorStore
@@ -181,7 +180,7 @@ class PointImages:
             raise ImageUnavailable(f"no image source for {collection!r}: {NO_INDEXER}")
         try:
             jobs = self._indexing.jobs(collection)
-        except MarsbenchError as exc:
+        except UpstreamError as exc:
             raise ImageUnavailable(
                 f"the indexer did not answer ({exc}): the dataset of {collection!r} is unknown"
             ) from exc

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from marsbench.store import VectorStore
-from marsbench.tasks.geo import LOCATION_FIELD
+from marsbench.tasks.geo import LOCATION_FIELD, SCORE_DECIMALS, tile_lonlat
 
 log = logging.getLogger(__name__)
 
-SCORE_DECIMALS = 6
 # Within a group of equal rounded scores the raw float32 score decides first, as faiss's order does
 # in the reference (docs/parity.md, "What marsbench would need for parity on ties"); exact ties fall
 # back to the point id, a deterministic order.
@@ -81,8 +80,7 @@ class WarmIndex:
             if vectors is None:
                 vectors = np.empty((expected, vector.shape[-1]), dtype=np.float32)
             vectors[row] = vector
-            location = point.payload[LOCATION_FIELD]
-            lonlat[row] = (location["lon"], location["lat"])
+            lonlat[row] = tile_lonlat(point.payload)
             ids.append(point.id)
         if vectors is None or len(ids) != expected:
             raise RuntimeError(f"collection {collection!r} changed while it was read; retry")

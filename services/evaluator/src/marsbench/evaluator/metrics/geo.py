@@ -22,11 +22,12 @@ from typing import Literal
 
 import numpy as np
 
+from marsbench.tasks.geo import DEFAULT_RADIUS_DEG
+from marsbench.tasks.geo import DEFAULT_TOP_K as DEFAULT_MAX_K
+
 Distance = Literal["planar", "great_circle"]
 Variant = Literal["parity", "exact"]
 
-DEFAULT_RADIUS_DEG = 0.5
-DEFAULT_MAX_K = 20_000
 DEFAULT_POINTS = 100
 MARS_RADIUS_KM = 3396.19
 

@@ -22,6 +22,7 @@ stays and `resume` continues it). Collections are deleted, exported to a snapsho
 
 from __future__ import annotations
 
+import builtins  # `builtins.list` in JobManager's annotations: its `list` method shadows the type
 import contextlib
 import contextvars
 import logging
@@ -33,9 +34,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TypedDict, Unpack
 
-from marsbench.client import ApiError, ServiceUnavailable
 from marsbench.datasets.errors import DatasetError
 from marsbench.datasets.records import SkipLog
 from marsbench.files import check_free_space, file_sha256, is_disk_full, write_text_atomic
@@ -47,7 +47,8 @@ from marsbench.indexer.core.errors import (
     JobNotFound,
     NotFound,
 )
-from marsbench.indexer.core.pipeline import ImageEmbedder, IndexPipeline, PipelineTarget
+from marsbench.indexer.core.pipeline import IndexPipeline, PipelineTarget
+from marsbench.indexer.core.ports import Encoder, ServiceUnavailable
 from marsbench.indexer.core.progress import rate_and_eta
 from marsbench.indexer.core.units import UnitTracker
 from marsbench.job_order import current_job
@@ -79,8 +80,6 @@ log = logging.getLogger(__name__)
 _ACTIVE = {JobState.QUEUED, JobState.RUNNING}
 # Persist progress at most this often; the final state is always written.
 _SAVE_EVERY_S = 1.0
-# Encoder answers worth another attempt later: overloaded, or (re)starting behind a proxy.
-_TRANSIENT_STATUS = {429, 502, 503, 504}
 # How long shutdown waits for jobs to reach a batch boundary (SIGTERM must end in a few seconds).
 SHUTDOWN_S = 3.0
 INTERRUPTED = "interrupted by shutdown; resumes at next start"
@@ -88,14 +87,26 @@ SNAPSHOT_SUFFIX = ".snapshot"
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Failures a later attempt may not meet: a service unreachable or restarting."""
-    if isinstance(exc, ServiceUnavailable | StoreUnavailable):
-        return True
-    return isinstance(exc, ApiError) and exc.status in _TRANSIENT_STATUS
+    """Failures a later attempt may not meet: a service unreachable, overloaded or restarting."""
+    return isinstance(exc, ServiceUnavailable | StoreUnavailable)
 
 
-class Encoder(ImageEmbedder, Protocol):
-    def model_info(self, model: str) -> ModelInfo: ...
+class JobChanges(TypedDict, total=False):
+    """The fields of a job's status that running it changes (`JobManager._update`)."""
+
+    state: JobState
+    error: str | None
+    total: int | None
+    done: int
+    skipped: int
+    skipped_items: list[SkippedItemOut]
+    rate: float | None
+    eta_s: float | None
+    attempts: int
+    weights: str | None
+    preprocessing: str | None
+    precision: str | None
+    completed_units: list[str]
 
 
 class JobManager:
@@ -158,10 +169,10 @@ class JobManager:
             jobs = [job for job in self._jobs.values() if collection in (None, job.collection)]
         return sorted(jobs, key=lambda job: job.created_at)
 
-    def collections(self) -> list[CollectionOut]:
-        by_collection: dict[str, list[JobStatus]] = {}
-        for job in self.list():
-            by_collection.setdefault(job.collection, []).append(job)
+    def collections(self) -> builtins.list[CollectionOut]:
+        by_collection: dict[str, builtins.list[JobStatus]] = {}
+        for listed in self.list():
+            by_collection.setdefault(listed.collection, []).append(listed)
         out = []
         for info in self._store.list_collections():
             # By state and time, not creation order: an older failure must not hide a later success.
@@ -372,7 +383,7 @@ class JobManager:
         except KeyError:
             raise JobNotFound(job_id) from None
 
-    def resume_unfinished(self) -> list[str]:
+    def resume_unfinished(self) -> builtins.list[str]:
         resumed = [job.id for job in self.list() if job.state in _ACTIVE]
         with self._lock:
             for job_id in resumed:
@@ -396,8 +407,8 @@ class JobManager:
             for stop in self._stops.values():
                 stop.set()
         deadline = time.monotonic() + timeout_s
-        for thread in list(self._threads.values()):
-            thread.join(max(deadline - time.monotonic(), 0.0))
+        for running in list(self._threads.values()):
+            running.join(max(deadline - time.monotonic(), 0.0))
         with self._lock:
             self._closed = True
             stuck = [job for job in self._jobs.values() if job.state in _ACTIVE]
@@ -583,34 +594,35 @@ class JobManager:
         changed (a checkpoint rewritten in place, another image backend or precision), its vectors
         are stale: drop them and start over. Loaded-model facts the encoder does not report yet
         (None) never count as a change."""
-        now = {"weights": info.weights, "preprocessing": info.preprocessing, "precision": info.precision}
         writers = [j for j in self.list() if j.collection == job.collection and j.weights]
         previous = max(writers, key=lambda j: j.updated_at, default=None)
-        changed = [
-            key
-            for key, value in now.items()
-            if previous is not None and value and getattr(previous, key) and getattr(previous, key) != value
-        ]
-        if changed:
+        changed = _changed_facts(previous, info) if previous is not None else []
+        if previous is not None and changed:
             what = " and ".join(changed)
             log.warning("%s of %s changed since job %s: re-indexing %s", what, job.model, previous.id,
                         job.collection)  # fmt: skip
             self._store.delete_collection(job.collection)
             self._update(job.id, completed_units=[], error=None)
             log.info("re-indexed from scratch: the %s changed since job %s", what, previous.id)
-        self._update(job.id, **now)
+        self._update(job.id, weights=info.weights, preprocessing=info.preprocessing, precision=info.precision)
         return self.get(job.id)
 
     def _finish(
         self, job_id: str, skips: SkipLog, state: JobState, error: str | None, *, done: int | None = None
     ) -> None:
         items = [SkippedItemOut(key=s.key, reason=s.reason) for s in skips.items]
-        extra = {} if done is None else {"done": done}
-        self._update(
-            job_id, state=state, error=error, skipped=skips.count, skipped_items=items, eta_s=None, **extra
-        )
+        changes: JobChanges = {
+            "state": state,
+            "error": error,
+            "skipped": skips.count,
+            "skipped_items": items,
+            "eta_s": None,
+        }
+        if done is not None:
+            changes["done"] = done
+        self._update(job_id, **changes)
 
-    def _update(self, job_id: str, *, save: bool = True, **changes: object) -> None:
+    def _update(self, job_id: str, *, save: bool = True, **changes: Unpack[JobChanges]) -> None:
         with self._lock:
             job = self._jobs[job_id].model_copy(update={**changes, "updated_at": datetime.now(UTC)})
             self._jobs[job_id] = job
@@ -639,6 +651,18 @@ class JobManager:
                 log.warning("ignoring unreadable job file %s: %s", path, exc)
                 continue
             self._jobs[job.id] = job
+
+
+def _changed_facts(previous: JobStatus, info: ModelInfo) -> list[str]:
+    """What embeds behind the model reference that differs from what `previous` recorded; a fact
+    either side does not know (None) never counts as a change."""
+    now = {"weights": info.weights, "preprocessing": info.preprocessing, "precision": info.precision}
+    then = {
+        "weights": previous.weights,
+        "preprocessing": previous.preprocessing,
+        "precision": previous.precision,
+    }
+    return [key for key, value in now.items() if value and then[key] and then[key] != value]
 
 
 def _cancelled(job_id: str) -> str:
@@ -707,5 +731,6 @@ class _Progress:
             save = time.monotonic() - self._saved_at >= _SAVE_EVERY_S
             if save:
                 self._saved_at = time.monotonic()
-        changes = {"done": done, "skipped": self._skips.count, "rate": rate, "eta_s": eta}
-        self._jobs._update(self._job_id, save=save, **changes)
+        self._jobs._update(
+            self._job_id, save=save, done=done, skipped=self._skips.count, rate=rate, eta_s=eta
+        )

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from marsbench.encoder.adapters.base import RuntimeOptions
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 
 # family -> "module:Class" under this package
 MLLM_FAMILIES: dict[str, str] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +29,8 @@ from marsbench.encoder.adapters.base import (
 )
 from marsbench.encoder.adapters.hub import model_folder
 from marsbench.encoder.adapters.image_processing import describe_image_processor, on_backend
-from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,16 @@ def refuse_missing(spec: ModelSpec, folder: Path, info: dict[str, list[Any]]) ->
         )
 
 
+class _LoadResult(Protocol):
+    """torch's `load_state_dict` result, which peft's `set_peft_model_state_dict` passes on."""
+
+    @property
+    def missing_keys(self) -> list[str]: ...
+
+    @property
+    def unexpected_keys(self) -> list[str]: ...
+
+
 def merge_adapter_state(model: Any, config: Any, state: dict[str, torch.Tensor], spec: ModelSpec) -> Any:
     """Wrap `model` with peft for the LoRA/DoRA `config`, load the adapter tensors `state` (keys as
     peft saves them, `base_model.model.<module>.lora_A.weight`), refuse any tensor without a module
@@ -236,7 +246,8 @@ def merge_adapter_state(model: Any, config: Any, state: dict[str, torch.Tensor],
 
     config.inference_mode = True
     wrapped = PeftModel(model, config)
-    result = set_peft_model_state_dict(wrapped, state)
+    # peft annotates the result as `namedtuple` (the factory), which names no fields.
+    result: _LoadResult = set_peft_model_state_dict(wrapped, state)
     unexpected = list(result.unexpected_keys)
     missing = [key for key in result.missing_keys if ".lora_" in key]
     if unexpected or missing:

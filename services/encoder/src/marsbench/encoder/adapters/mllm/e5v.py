@@ -25,7 +25,7 @@ from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions
 from marsbench.encoder.adapters.image_processing import on_backend
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder
 from marsbench.encoder.adapters.mllm.pooling import last_column
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 
 LLAMA3_TEMPLATE = (
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"

@@ -28,15 +28,18 @@ import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from marsbench.encoder.adapters.base import PromptOptions, RuntimeOptions, autocast_for
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state, weights_dtype
 from marsbench.encoder.adapters.mllm.pooling import masked_mean, span_mean
-from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from transformers import Qwen2_5_VLModel
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,16 @@ class JinaV4Embedder(MllmEmbedder):
 
     # -- forward and pooling -------------------------------------------------------------------
 
+    @property
+    def qwen(self) -> Qwen2_5_VLModel:
+        """The merged model as its transformers class, so that its config and rope index are typed."""
+        from transformers import Qwen2_5_VLModel  # transformers loads lazily: not at import
+
+        module = self.module
+        if not isinstance(module, Qwen2_5_VLModel):
+            raise TypeError(f"model {self.spec.name!r} is a {type(module).__name__}, not a Qwen2_5_VLModel")
+        return module
+
     @classmethod
     def load_dtype(cls, spec: ModelSpec, options: RuntimeOptions) -> torch.dtype:
         # The reference's dtype on a CPU is fp32 weights under bf16 autocast, not bf16 weights.
@@ -133,8 +146,8 @@ class JinaV4Embedder(MllmEmbedder):
         grid = inputs.get("image_grid_thw")
         types = inputs.get("mm_token_type_ids")
         if types is None:
-            types = (input_ids == self.module.config.image_token_id).int()
-        positions, _ = self.module.get_rope_index(
+            types = (input_ids == self.qwen.config.image_token_id).int()
+        positions, _ = self.qwen.get_rope_index(
             input_ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask
         )
         output = self.module(
@@ -150,7 +163,7 @@ class JinaV4Embedder(MllmEmbedder):
 
     def pool(self, hidden: torch.Tensor, inputs: Any) -> torch.Tensor:
         input_ids = inputs["input_ids"]
-        config = self.module.config
+        config = self.qwen.config
         # The reference decides from the first row only; batches are one modality.
         if bool((input_ids[0] == config.vision_start_token_id).any()):
             return span_mean(hidden, input_ids, config.vision_start_token_id, config.vision_end_token_id)

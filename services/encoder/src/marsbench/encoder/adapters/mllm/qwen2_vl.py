@@ -59,8 +59,8 @@ from marsbench.encoder.adapters.hub import hub_snapshot
 from marsbench.encoder.adapters.image_processing import on_backend
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder, merge_adapter_state, refuse_missing
 from marsbench.encoder.adapters.mllm.pooling import last_column, last_token, sequential_positions
-from marsbench.encoder.core.errors import ModelLoadFailed
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.errors import ModelLoadFailed
+from marsbench.encoder.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 

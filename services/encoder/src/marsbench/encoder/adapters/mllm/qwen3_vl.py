@@ -27,7 +27,7 @@ from PIL import Image
 from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.adapters.mllm.base import MllmEmbedder
 from marsbench.encoder.adapters.mllm.pooling import last_in_mask
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.registry import ModelSpec
 
 DEFAULT_INSTRUCTION = "Represent the user's input."
 IMAGE_FACTOR = 32  # patch 16 x spatial merge 2

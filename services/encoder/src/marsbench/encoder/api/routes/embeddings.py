@@ -14,8 +14,8 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from marsbench.encoder.adapters.base import PromptOptions
 from marsbench.encoder.api.deps import EngineDep
 from marsbench.encoder.core.engine import EncoderEngine
-from marsbench.encoder.core.errors import InvalidInput, TimedOut
 from marsbench.encoder.core.images import data_uri_bytes
+from marsbench.encoder.errors import InvalidInput, TimedOut
 from marsbench.http import WITH_BODY, error_responses
 from marsbench.schemas.common import Modality
 from marsbench.schemas.embeddings import (

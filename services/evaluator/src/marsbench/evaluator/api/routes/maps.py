@@ -4,7 +4,7 @@ geolocalization collection (`GET /v1/collections/{name}/ground-truth[/{landform}
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi import Path as PathParam
@@ -18,7 +18,8 @@ from marsbench.security import DatasetRootsDep
 router = APIRouter(tags=["maps"], responses=error_responses(*GUARDED))
 
 BASEMAP_CACHE_CONTROL = "private, max-age=300"
-BASEMAP_RESPONSE = {
+# FastAPI's type for a route's extra OpenAPI responses.
+BASEMAP_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"image/jpeg": {}},
         "description": "An equirectangular JPEG of the whole planet (lon -180..180, lat 90..-90).",

@@ -1,4 +1,9 @@
-"""Landform retrieval evaluation: a text query per class ranks every indexed image."""
+"""Landform retrieval evaluation: a text query per class ranks every indexed image.
+
+The task's facts (payload keys, prompt templates, score rounding, the ensembled query) are the
+shared library's, marsbench.tasks.landform; embedding the queries and ranking the collection need
+the encoder port and the store, so they live here.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from marsbench.evaluator.core.errors import InvalidRun
 from marsbench.evaluator.core.ports import QueryEncoder
+from marsbench.evaluator.core.tasks.base import PARITY, RunContext, TaskResult
 from marsbench.evaluator.core.timing import PhaseTimer
 from marsbench.evaluator.metrics.landform import LandformMetrics, landform_metrics
 from marsbench.evaluator.metrics.ranking import rank_by_score
+from marsbench.schemas.jobs import TaskName
+from marsbench.schemas.runs import LandformSettings, RunCreate
 from marsbench.store import VectorStore
-from marsbench.tasks.landform import LANDFORM, class_prompts, ensemble_query
+from marsbench.tasks.landform import (
+    LABEL_FIELD,
+    LANDFORM,
+    NAME_FIELD,
+    PROMPT_TEMPLATES,
+    SCORE_DECIMALS,
+    class_prompts,
+    ensemble_query,
+)
 
 # Parity: the reference rounds similarities to 6 decimals before sorting, so scores equal at that
 # precision are ties; it leaves their order to an unstable sort, we break them by image name.
-SCORE_DECIMALS = 6
 TIE_RULE = f"score rounded to {SCORE_DECIMALS} decimals descending, then image name ascending"
-
 
 RANDOM_SHUFFLES = 20
 
@@ -29,6 +44,11 @@ class LandformOutcome:
     chance: dict[str, float]
     n_images: int
     classes: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LandformResult(TaskResult):
+    settings: LandformSettings
 
 
 def chance_metrics(
@@ -75,7 +95,7 @@ def evaluate_landform(
     relevant: dict[str, set[str]] = defaultdict(set)
     with timer.phase("read_collection"):
         for point in store.scroll(collection):
-            name, label = str(point.payload["name"]), str(point.payload["label"])
+            name, label = str(point.payload[NAME_FIELD]), str(point.payload[LABEL_FIELD])
             names_by_id[point.id] = name
             relevant[label].add(name)
     classes = sorted(relevant)
@@ -102,3 +122,35 @@ def evaluate_landform(
         metrics = landform_metrics(rankings, relevant, max_k=max_k)
         chance = chance_metrics(sorted(names_by_id.values()), relevant, max_k=max_k)
     return LandformOutcome(metrics, chance, len(names_by_id), classes)
+
+
+class LandformEvaluation:
+    """Task 2 through the common interface (`TaskEvaluation`)."""
+
+    @property
+    def task(self) -> TaskName:
+        return TaskName.LANDFORM
+
+    def evaluate(self, context: RunContext, request: RunCreate) -> LandformResult:
+        outcome = evaluate_landform(
+            context.store,
+            context.encoder,
+            collection=context.collection,
+            model=request.model,
+            max_k=request.max_k,
+            instruction=request.instruction,
+            timer=context.timer,
+        )
+        if not outcome.classes:
+            raise InvalidRun(f"collection {context.collection!r} holds no labelled images")
+        metrics = outcome.metrics.as_dict()
+        return LandformResult(
+            metrics=metrics,
+            variants={PARITY: metrics},
+            per_class=outcome.metrics.per_class_table(),
+            chance=outcome.chance,
+            settings=LandformSettings(
+                templates=list(PROMPT_TEMPLATES), max_k=request.max_k, tie_rule=TIE_RULE
+            ),
+            counts={"images": outcome.n_images, "classes": len(outcome.classes)},
+        )

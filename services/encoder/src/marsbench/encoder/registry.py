@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from marsbench.encoder.core.errors import InvalidModelRef, ModelPathNotAllowed, UnknownModel
+from marsbench.encoder.errors import InvalidModelRef, ModelPathNotAllowed, UnknownModel
 from marsbench.files import file_sha256
 from marsbench.schemas.common import Modality
 
