@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import open_clip
@@ -42,6 +42,25 @@ from marsbench.datasets.synth import GEO_LANDFORMS, THUMB_SUBDIR, synthesize, ti
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 Preprocess = Callable[[Image.Image], torch.Tensor]
+
+
+@runtime_checkable
+class ClipTowers(Protocol):
+    """What this script calls on open_clip's CLIP: open_clip ships no types, and a `torch.nn.Module`
+    types every attribute it does not declare as `Tensor | Module`."""
+
+    logit_scale: torch.Tensor
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+
+def clip_towers(model: torch.nn.Module) -> ClipTowers:
+    if not isinstance(model, ClipTowers):
+        raise TypeError(f"{type(model).__name__} is not an open_clip CLIP model")
+    return model
+
 
 DEMO_SEED = 0  # the seed of the demo / evaluation set; training must never use it
 TEMPLATES = (
@@ -216,6 +235,7 @@ def train(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
     model.train()
+    clip = clip_towers(model)
     step, start = 0, time.perf_counter()
     for epoch in range(args.epochs):
         order = torch.randperm(len(samples), generator=gen)
@@ -230,14 +250,14 @@ def train(
             ]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, args.lr, warmup=max(1, total // 20))
-            img = normalize(model.encode_image(pixels[idx].float()), dim=-1)
-            txt = normalize(model.encode_text(tokens[[token_row[t] for t in texts]]), dim=-1)
-            loss = clip_loss(img, txt, model.logit_scale.exp(), group_targets(keys))
+            img = normalize(clip.encode_image(pixels[idx].float()), dim=-1)
+            txt = normalize(clip.encode_text(tokens[[token_row[t] for t in texts]]), dim=-1)
+            loss = clip_loss(img, txt, clip.logit_scale.exp(), group_targets(keys))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():  # CLIP's clamp: temperature no lower than 1/100
-                model.logit_scale.clamp_(0, math.log(100))
+                clip.logit_scale.clamp_(0, math.log(100))
             running += float(loss.detach())
             step += 1
         elapsed = time.perf_counter() - start
@@ -252,13 +272,15 @@ def train(
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 256) -> np.ndarray:
     chunks = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]
-    return torch.cat([normalize(model.encode_image(c), dim=-1) for c in chunks]).numpy()
+    clip = clip_towers(model)
+    return torch.cat([normalize(clip.encode_image(c), dim=-1) for c in chunks]).numpy()
 
 
 @torch.no_grad()
 def embed_texts(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
     chunks = [texts[i : i + 256] for i in range(0, len(texts), 256)]
-    return torch.cat([normalize(model.encode_text(tokenizer(c)), dim=-1) for c in chunks]).numpy()
+    clip = clip_towers(model)
+    return torch.cat([normalize(clip.encode_text(tokenizer(c)), dim=-1) for c in chunks]).numpy()
 
 
 def average_precision(ranked_relevant: np.ndarray, n_relevant: int) -> float:

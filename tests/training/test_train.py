@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from marsbench.datasets.synth import synthesize
 from marsbench.encoder.adapters import RuntimeOptions, load_model
-from marsbench.encoder.core.registry import registered_specs, resolve_model
+from marsbench.encoder.registry import registered_specs, resolve_model
 from marsbench.schemas.runs import RunRecord
 from marsbench.training.config import TrainConfig, TrainingRecord
 from marsbench.training.data import is_heldout, read_pairs
@@ -20,13 +19,6 @@ from marsbench.training.runner import TrainOutcome, train
 # Measured (2 shared cores, 1 thread): 182 training / 58 held-out pairs of the small seed-5 set,
 # 30 steps, batch 32, lr 1e-4 -> loss 2.45 -> 0.73; held-out i2t MRR 51.95 -> 53.70 (docs/training.md).
 STEPS, LR = 30, 1e-4
-
-
-@pytest.fixture(scope="module")
-def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    synthesize(out, scale="small", seed=5, tasks=("paired",))
-    return out / "paired" / "dataset"
 
 
 def config(data: Path, out: Path, **changes: object) -> TrainConfig:

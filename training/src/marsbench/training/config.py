@@ -7,12 +7,14 @@ link to (`provenance.training`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from marsbench.datasets.paired import DEFAULT_CAPTION_KEY
+from marsbench.schemas.training import TrainOptions
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -44,6 +46,11 @@ class TrainConfig(BaseModel):
     device: Device = "auto"
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's).")
     resume: bool = Field(default=True, description="Continue from out_dir's latest checkpoint if any.")
+    dataset_roots: list[Path] = Field(
+        default_factory=list,
+        description="Links inside data_dir must not lead out of these (empty: no boundary); a service "
+        "sets them from MARSBENCH_DATASET_ROOTS.",
+    )
 
     @field_validator("data_dir", "out_dir")
     @classmethod
@@ -58,6 +65,44 @@ class TrainConfig(BaseModel):
         )  # fmt: skip
         dumped = self.model_dump()
         return {key: dumped[key] for key in keys}
+
+
+_T = TypeVar("_T")
+
+
+def _given_or(value: _T | None, field: str) -> _T:
+    """An option as given, else TrainConfig's default for it (the one place defaults live)."""
+    if value is not None:
+        return value
+    default: _T = TrainConfig.model_fields[field].default
+    return default
+
+
+def training_config(
+    options: TrainOptions,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    registry: Sequence[Path] = (),
+    dataset_roots: Sequence[Path] = (),
+) -> TrainConfig:
+    """The run `options` describe (the CLI's flags or a `POST /v1/train` body); unset options take
+    TrainConfig's defaults. Raises pydantic's ValidationError for values it refuses."""
+    return TrainConfig(
+        data_dir=data_dir, out_dir=out_dir, registry=list(registry), dataset_roots=list(dataset_roots),
+        model=_given_or(options.model, "model"),
+        caption_key=_given_or(options.caption_key, "caption_key"),
+        eval_split=_given_or(options.eval_split, "eval_split"),
+        steps=_given_or(options.steps, "steps"),
+        batch_size=_given_or(options.batch_size, "batch_size"),
+        lr=_given_or(options.lr, "lr"),
+        warmup_steps=_given_or(options.warmup_steps, "warmup_steps"),
+        seed=_given_or(options.seed, "seed"),
+        checkpoint_every=_given_or(options.checkpoint_every, "checkpoint_every"),
+        threads=options.threads,
+        device=_given_or(options.device, "device"),
+        resume=_given_or(options.resume, "resume"),
+    )  # fmt: skip
 
 
 class SplitInfo(BaseModel):

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from marsbench.datasets.confine import RootsArg
 from marsbench.datasets.paired import PairedDataset
 from marsbench.datasets.records import SkipLog
 
@@ -51,9 +52,10 @@ def is_heldout(key: str, fraction: float) -> bool:
     return key_fraction(key) < fraction
 
 
-def read_pairs(data_dir: Path, caption_key: str, eval_split: float) -> PairedData:
-    """Every usable pair of the folder, split into training and held-out samples."""
-    dataset = PairedDataset(data_dir, caption_key)
+def read_pairs(data_dir: Path, caption_key: str, eval_split: float, *, roots: RootsArg = None) -> PairedData:
+    """Every usable pair of the folder, split into training and held-out samples. With `roots`, a
+    shard linking out of them is skipped (and counted), as the services' readers do."""
+    dataset = PairedDataset(data_dir, caption_key, roots=roots)
     skips = SkipLog()
     train: list[Pair] = []
     heldout: list[Pair] = []

@@ -12,8 +12,16 @@ is in the checkpoint, so a run resumed from step k gives the same weights as an 
 
 Distributed: under torchrun (WORLD_SIZE > 1) each rank takes a strided share of every global batch
 (a DistributedSampler-style split), the model is wrapped in DistributedDataParallel, and ClipLoss
-gathers features from all ranks (gather_with_grad) so the loss is that of the global batch. Only
-rank 0 writes files.
+runs as open_clip's train script recommends it, `gather_with_grad=True, local_loss=True`: each rank
+gathers every rank's features with their autograd edges and scores its own rows against all columns.
+That is the global batch's loss and gradient, exactly: the rank losses are means over equal shares
+of the global rows, so their mean (all-reduced for the log) is the global loss; the gathered
+features' backward sums every rank's gradient into the rank that computed them, and DDP's average
+over ranks then gives d(global loss)/d(weights). (`local_loss=False` with gather_with_grad is equal
+too, at W times the logits; without gather_with_grad the other ranks' features are constants, so
+the gradient misses terms or is scaled by 1/W.) tests/training/test_distributed.py checks the
+losses of a 2-process run against a 1-process run of the same global batches. Only rank 0 writes
+files.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import io
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -37,14 +46,14 @@ from PIL import Image
 from torch.nn.functional import normalize
 
 from marsbench.encoder.adapters import RuntimeOptions, load_model
-from marsbench.encoder.core.registry import ModelSpec
+from marsbench.encoder.adapters.open_clip import ClipTowers, OpenClipModel, Preprocess, Tokenizer
+from marsbench.encoder.registry import ModelSpec
 from marsbench.training.config import TrainConfig
 from marsbench.training.data import Pair
 
 LATEST = "epoch_latest.pt"  # open_clip's name for the most recent checkpoint
-Tokenizer = Callable[[list[str]], torch.Tensor]
-Preprocess = Callable[[Image.Image], torch.Tensor]
 ProgressFn = Callable[["StepReport"], None]
+_GATHER_DEPRECATED = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,19 @@ class StepReport:
     lr: float
     rate: float  # steps per second since this process started training
     eta_s: float
+
+
+@runtime_checkable
+class TrainableClip(ClipTowers, Protocol):
+    """An open_clip model as training uses it: its towers and its learned temperature."""
+
+    logit_scale: torch.Tensor
+
+
+def trainable_clip(module: torch.nn.Module) -> TrainableClip:
+    if not isinstance(module, TrainableClip):
+        raise TypeError(f"{type(module).__name__} is not an open_clip model with a logit_scale")
+    return module
 
 
 @dataclass(slots=True)
@@ -72,6 +94,7 @@ class LoopResult:
     lrs: list[float] = field(default_factory=list)
     resumed_from_step: int | None = None
     precision: str = "fp32"
+    checkpoints_saved: int = 0  # by this process: rank 0 only
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +131,11 @@ def pick_device(config: TrainConfig, ddp: Distributed) -> torch.device:
 def build(spec: ModelSpec, device: torch.device) -> Trainable:
     """The base model as the encoder loads it (open_clip factory, tokenizer, eval transform)."""
     loaded = load_model(spec, RuntimeOptions(device="cpu"))
-    preprocess = getattr(loaded, "_preprocess", None)
-    tokenizer = getattr(loaded, "_tokenizer", None)
-    if preprocess is None or tokenizer is None:
+    if not isinstance(loaded, OpenClipModel):
         raise ValueError(f"model {spec.name!r} (family {spec.family}) is not an open_clip model")
     model = loaded.module.to(device)
     model.requires_grad_(True)
-    return Trainable(model, preprocess, tokenizer, device)
+    return Trainable(model, loaded.preprocess, loaded.tokenizer, device)
 
 
 def images_tensor(images: Sequence[bytes], preprocess: Preprocess) -> torch.Tensor:
@@ -196,8 +217,12 @@ def train_loop(
     if ddp.enabled:
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # open_clip's ClipLoss gathers through torch.distributed.nn.all_gather, which torch now flags
+        # as deprecated on every step; it is the autograd-aware gather the loss needs.
+        warnings.filterwarnings("ignore", message=_GATHER_DEPRECATED, category=FutureWarning)
+    # Equivalent to the 1-process loss over the global batch (the module docstring says why).
     loss_fn = ClipLoss(
-        local_loss=False, gather_with_grad=ddp.enabled, cache_labels=True, rank=ddp.rank,
+        local_loss=ddp.enabled, gather_with_grad=ddp.enabled, cache_labels=True, rank=ddp.rank,
         world_size=ddp.world_size,
     )  # fmt: skip
     amp, result.precision = autocast(device)
@@ -213,6 +238,7 @@ def train_loop(
                 "losses": result.losses, "lrs": result.lrs, "hyperparameters": config.hyperparameters(),
             }  # fmt: skip
             save_checkpoint(ckpt_path, payload)
+            result.checkpoints_saved += 1
 
     while result.steps < config.steps:
         step = result.steps
@@ -227,7 +253,7 @@ def train_loop(
         loss.backward()
         optimizer.step()
         with torch.no_grad():  # open_clip's clamp: temperature no lower than 1/100
-            unwrap(model).logit_scale.clamp_(0, math.log(100))
+            trainable_clip(unwrap(model)).logit_scale.clamp_(0, math.log(100))
         value = float(loss.detach())
         if ddp.enabled:
             mean = torch.tensor([value], device=device)
@@ -264,7 +290,7 @@ def _forward(
 
 @torch.no_grad()
 def embed(trainable: Trainable, pairs: Sequence[Pair], batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    model = unwrap(trainable.model).eval()
+    model = trainable_clip(unwrap(trainable.model).eval())
     img, txt = [], []
     for start in range(0, len(pairs), batch):
         chunk = pairs[start : start + batch]

@@ -18,14 +18,15 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from marsbench.encoder.core.registry import ModelSpec, registered_specs, resolve_model, weights_sha256
+from marsbench.encoder.registry import ModelSpec, registered_specs, resolve_model, weights_sha256
 from marsbench.files import file_sha256, write_text_atomic
 from marsbench.training.config import CheckpointInfo, DataInfo, SplitInfo, TrainConfig, TrainingRecord
 from marsbench.training.data import (
@@ -36,9 +37,9 @@ from marsbench.training.data import (
     write_paired_shards,
 )
 from marsbench.training.loop import (
+    LATEST,
     Distributed,
     ProgressFn,
-    StepReport,
     build,
     embed,
     pick_device,
@@ -62,15 +63,20 @@ class TrainOutcome:
     registry_path: Path
     checkpoint: Path
     heldout_dir: Path
-    spec: ModelSpec
+    spec: ModelSpec  # the base model's
+    rank: int = 0
+    written: tuple[Path, ...] = ()  # the files and folders this process wrote (none on ranks > 0)
 
 
-def format_step(report: StepReport) -> str:
-    eta = str(dt.timedelta(seconds=round(report.eta_s)))
-    return (
-        f"step {report.step}/{report.total}  loss {report.loss:.4f}  lr {report.lr:.2e}  "
-        f"{report.rate:.2f} step/s  ETA {eta}"
-    )
+def outcome_from_record(record_path: Path, registry: Sequence[Path] = ()) -> TrainOutcome:
+    """The outcome of a run another process finished (torchrun's workers), from its training.json;
+    `registry`: the extra registry files the run resolved its base model with."""
+    record = TrainingRecord.model_validate_json(record_path.read_text())
+    spec = resolve_model(record.base_model, registered_specs(list(registry)))
+    return TrainOutcome(
+        record, record_path, Path(record.registry_file), Path(record.checkpoint.path),
+        Path(record.data.split.heldout_dir), spec,
+    )  # fmt: skip
 
 
 def run_name(base: str, parts: dict[str, object]) -> str:
@@ -139,14 +145,38 @@ def _software() -> dict[str, str | None]:
     return out
 
 
+@contextmanager
+def process_group(ddp: Distributed, device: torch.device) -> Iterator[None]:
+    """torch.distributed for this run under torchrun (nccl on GPU, gloo on CPU), torn down after it;
+    a group the caller set up already is left to the caller."""
+    if not ddp.enabled or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def train(config: TrainConfig, *, on_step: ProgressFn | None = None, log: Log = print) -> TrainOutcome:
-    """Run (or resume) the fine-tuning run `config` describes; returns what it wrote."""
+    """Run (or resume) the fine-tuning run `config` describes; returns what it wrote. Under torchrun
+    every rank calls this; rank 0 alone logs and writes files."""
     ddp = Distributed.from_env()
     device = pick_device(config, ddp)
-    if ddp.enabled and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+    with process_group(ddp, device):
+        return _train(config, ddp, device, on_step=on_step, log=log if ddp.main else _quiet)
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _train(
+    config: TrainConfig, ddp: Distributed, device: torch.device, *, on_step: ProgressFn | None, log: Log
+) -> TrainOutcome:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -158,14 +188,16 @@ def train(config: TrainConfig, *, on_step: ProgressFn | None = None, log: Log = 
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
 
-    data = read_pairs(config.data_dir, config.caption_key, config.eval_split)
+    roots = config.dataset_roots or None
+    data = read_pairs(config.data_dir, config.caption_key, config.eval_split, roots=roots)
     if not data.heldout and config.eval_split > 0:
         raise ValueError(
             f"no sample of {config.data_dir} fell into the held-out split of {config.eval_split}"
         )
     heldout_dir = out / HELDOUT_DIR
+    written: list[Path] = []
     if ddp.main:
-        write_paired_shards(heldout_dir, data.heldout, config.caption_key)
+        written.append(write_paired_shards(heldout_dir, data.heldout, config.caption_key))
     if ddp.enabled:
         dist.barrier()
     split = SplitInfo(
@@ -191,6 +223,8 @@ def train(config: TrainConfig, *, on_step: ProgressFn | None = None, log: Log = 
     before = retrieval_metrics(*embed(trainable, data.heldout)) if data.heldout and ddp.main else {}
     unwrap(trainable.model).train()
     result = train_loop(config, trainable, data.train, name=name, ddp=ddp, on_step=on_step)
+    if result.checkpoints_saved:
+        written.append(out / "checkpoints" / LATEST)
     after = retrieval_metrics(*embed(trainable, data.heldout)) if data.heldout and ddp.main else {}
 
     weights = out / f"{name}.pt"
@@ -211,6 +245,7 @@ def train(config: TrainConfig, *, on_step: ProgressFn | None = None, log: Log = 
             result.losses, out / CURVE_FILE, f"{name}: {len(data.train)} pairs, batch {config.batch_size}"
         )
         write_text_atomic(registry_path, registry_entry(name, spec, weights, record_path))
+        written += [weights, out / CURVE_FILE, registry_path]
         record = TrainingRecord(
             name=name, base_model=config.model, base_source=spec.source, base_weights_sha256=base_sha,
             data=info, hyperparameters=config.hyperparameters(), steps=result.steps,
@@ -219,15 +254,18 @@ def train(config: TrainConfig, *, on_step: ProgressFn | None = None, log: Log = 
             checkpoint=CheckpointInfo(
                 path=str(weights), sha256=file_sha256(weights), bytes=weights.stat().st_size
             ),
-            resume_checkpoint=str(out / "checkpoints" / "epoch_latest.pt"), registry_file=str(registry_path),
+            resume_checkpoint=str(out / "checkpoints" / LATEST), registry_file=str(registry_path),
             losses=result.losses, lrs=result.lrs, heldout_before=before, heldout_after=after,
             loss_curve=str(out / CURVE_FILE), started_at=started_at,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             duration_s=round(time.perf_counter() - started, 3), software=_software(),
         )  # fmt: skip
         write_text_atomic(record_path, record.model_dump_json(indent=2))
+        written.append(record_path)
     if ddp.enabled:
         dist.barrier()
     if record is None:  # another rank: rank 0 wrote it
         record = TrainingRecord.model_validate_json(record_path.read_text())
-    return TrainOutcome(record, record_path, registry_path, weights, heldout_dir, spec)
+    return TrainOutcome(
+        record, record_path, registry_path, weights, heldout_dir, spec, rank=ddp.rank, written=tuple(written)
+    )

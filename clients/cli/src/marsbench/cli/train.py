@@ -1,25 +1,33 @@
 """`marsbench train`: fine-tune an open_clip model on paired shards, register it, and optionally
-benchmark base and fine-tuned model on the held-out split through the services (paired task)."""
+benchmark base and fine-tuned model on the held-out split through the services (paired task).
+
+The training package comes with the encoder extra (`marsbench.cli.extras`): it is imported when the
+command runs, not when the parser is built, so the other commands work without it."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marsbench.cli.errors import CommandError
+from marsbench.cli.extras import encoder_extra, encoder_settings
 from marsbench.files import file_sha256, write_text_atomic
 from marsbench.schemas.provenance import TrainingProvenance
 from marsbench.schemas.runs import RunRecord
-from marsbench.training.config import TrainConfig
+from marsbench.schemas.training import TrainOptions
 
 if TYPE_CHECKING:
+    from marsbench.training.config import TrainConfig
+    from marsbench.training.loop import StepReport
     from marsbench.training.runner import TrainOutcome
 
 GAIN_KEYS = ("i2t_r1", "i2t_r10", "i2t_mrr", "t2i_r1", "t2i_r10", "t2i_mrr")
+_COMMAND = "`marsbench train`"
 
 
 def add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,18 +44,26 @@ def add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     train.add_argument("--data", required=True, type=Path, help="Paired dataset folder (WebDataset shards).")
     train.add_argument("--model", default="marsbench-tiny", help="Base model reference (open_clip family).")
     train.add_argument("--out", required=True, type=Path, help="Folder for everything the run writes.")
-    train.add_argument("--steps", type=int, default=TrainConfig.model_fields["steps"].default)
-    train.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default)
-    train.add_argument("--lr", type=float, default=TrainConfig.model_fields["lr"].default)
-    train.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default)
-    train.add_argument("--eval-split", type=float, default=TrainConfig.model_fields["eval_split"].default)
-    train.add_argument("--caption-key", default=TrainConfig.model_fields["caption_key"].default)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--checkpoint-every", type=int, default=20)
-    train.add_argument("--threads", type=int, help="torch CPU threads (1: bit-reproducible runs).")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    # Unset, these take the training config's defaults (TrainConfig, read when the command runs).
+    train.add_argument("--steps", type=int, help="Optimiser steps in all.")
+    train.add_argument("--batch-size", type=int, help="Global batch.")
+    train.add_argument("--lr", type=float, help="Learning rate.")
+    train.add_argument("--warmup-steps", type=int, help="Learning-rate warm-up steps.")
+    train.add_argument("--eval-split", type=float, help="Share of samples held out.")
+    train.add_argument("--caption-key", help="The caption field trained on.")
+    train.add_argument("--seed", type=int, help="Init of the global RNG and the batch order.")
+    train.add_argument("--checkpoint-every", type=int, help="Steps between resumable checkpoints.")
+    train.add_argument("--threads", type=int, help="torch CPU threads per process (1: bit-reproducible).")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="Default auto.")
     train.add_argument("--registry", action="append", type=Path, default=[], help="Extra registry file.")
     train.add_argument("--no-resume", action="store_true", help="Start over even if a checkpoint exists.")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="Training processes: N > 1 runs torchrun (DDP, gloo on CPU, nccl on GPU) with the global "
+        "batch split across them.",
+    )
     train.add_argument(
         "--benchmark",
         action="store_true",
@@ -58,34 +74,38 @@ def add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     train.set_defaults(train_handler=cmd_train)
 
 
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    """The flags as the trainer's options (the same model `POST /v1/train` takes); unset: default."""
+    return TrainOptions(
+        model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=args.warmup_steps, eval_split=args.eval_split, caption_key=args.caption_key,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device,
+        resume=False if args.no_resume else None, nproc=args.nproc,
+    )  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from marsbench.training.runner import format_step, train
+    with encoder_extra(_COMMAND):
+        from marsbench.training.config import training_config
 
     env_registry = [Path(p) for p in os.environ.get("MARSBENCH_ENCODER_REGISTRY", "").split(",") if p]
     try:
-        config = TrainConfig(
-            data_dir=args.data, out_dir=args.out, model=args.model, registry=[*env_registry, *args.registry],
-            caption_key=args.caption_key, eval_split=args.eval_split, steps=args.steps,
-            batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, threads=args.threads, device=args.device,
-            resume=not args.no_resume,
-        )  # fmt: skip
+        options = train_options(args)
+        config = training_config(
+            options, data_dir=args.data, out_dir=args.out, registry=[*env_registry, *args.registry]
+        )
     except ValidationError as exc:
         raise CommandError(f"invalid training options: {exc}") from None
-    log_every = config.log_every
-
-    def progress(report: object) -> None:
-        step = getattr(report, "step", 0)
-        if step % log_every == 0 or step == config.steps:
-            print(format_step(report), flush=True)  # type: ignore[arg-type]
-
-    try:
-        outcome = train(config, on_step=progress, log=lambda line: print(line, flush=True))
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    if int(os.environ.get("RANK", "0")) != 0:
+    if options.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CommandError(
+            "--nproc starts torchrun itself: run `marsbench train --nproc N`, not under torchrun"
+        )
+    if options.nproc > 1 and config.batch_size % options.nproc:
+        raise CommandError(f"--batch-size {config.batch_size} does not split over --nproc {options.nproc}")
+    outcome = train_here(config) if options.nproc == 1 else train_in_workers(config, options.nproc)
+    if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     record = outcome.record
     print(f"model {record.name}: {record.steps} steps, final loss {record.losses[-1]:.4f}")
@@ -96,15 +116,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_here(config: TrainConfig) -> TrainOutcome | None:
+    """Train in this process (or as one of torchrun's ranks, when it started this command)."""
+    from marsbench.training.events import format_step
+    from marsbench.training.runner import train
+
+    def progress(report: StepReport) -> None:
+        if report.step % config.log_every == 0 or report.step == config.steps:
+            print(format_step(report), flush=True)
+
+    try:
+        outcome = train(config, on_step=progress, log=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return outcome if int(os.environ.get("RANK", "0")) == 0 else None
+
+
+def train_in_workers(config: TrainConfig, nproc: int) -> TrainOutcome:
+    """Train in `nproc` processes under torchrun (marsbench.training.launch), printing their progress."""
+    import tempfile
+
+    from marsbench.training.events import LogEvent, RankEvent, StepEvent, WorkerEvent, format_step
+    from marsbench.training.launch import TrainingFailed, run_training
+    from marsbench.training.runner import outcome_from_record
+
+    def on_event(event: WorkerEvent) -> None:
+        if isinstance(event, StepEvent) and (event.step % config.log_every == 0 or event.step == event.total):
+            print(format_step(event), flush=True)
+        elif isinstance(event, LogEvent):
+            print(event.message, flush=True)
+        elif isinstance(event, RankEvent):
+            print(f"rank {event.rank}/{event.world_size}: {event.steps} steps", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="marsbench-train-") as workdir:
+        try:
+            record, _ = run_training(
+                config, nproc=nproc, workdir=Path(workdir), on_event=on_event,
+                on_line=lambda line: print(line, file=sys.stderr, flush=True),
+            )  # fmt: skip
+        except TrainingFailed as exc:
+            raise CommandError(str(exc)) from None
+    return outcome_from_record(record, config.registry)
+
+
 @contextmanager
 def _stack(args: argparse.Namespace, registry: Path) -> Iterator[tuple[str, str, str]]:
     if args.indexer_url and args.evaluator_url:
         yield args.indexer_url, args.evaluator_url, ""
         return
     from marsbench.cli.stack import LocalStack
-    from marsbench.encoder.settings import EncoderSettings
 
-    settings = EncoderSettings()
+    settings = encoder_settings(f"{_COMMAND} --benchmark without --indexer-url and --evaluator-url")
     settings = settings.model_copy(update={"registry": [*settings.registry, str(registry)]})
     with LocalStack(data_dir=args.out / "stack", encoder_settings=settings) as urls:
         yield urls.indexer, urls.evaluator, urls.encoder
