@@ -16,6 +16,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 WORKSPACE_PREFIX = "marsbench-"
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -29,18 +30,40 @@ def canonical_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match[1]).lower()
 
 
-def member_dependencies(member: Path) -> list[str]:
+def _manifest(member: Path) -> dict[str, Any]:
     with (member / "pyproject.toml").open("rb") as manifest:
-        return list(tomllib.load(manifest)["project"].get("dependencies", []))
+        project: dict[str, Any] = tomllib.load(manifest)["project"]
+        return project
+
+
+def member_dependencies(member: Path) -> list[str]:
+    return list(_manifest(member).get("dependencies", []))
+
+
+def _requested_extras(requirement: str) -> list[str]:
+    """The extras a requirement asks of its distribution: `name[a, b]==1` -> ["a", "b"]."""
+    match = re.match(r"\s*[A-Za-z0-9._-]+\s*\[([^\]]*)\]", requirement)
+    return [e.strip() for e in match[1].split(",") if e.strip()] if match else []
 
 
 def third_party(members: list[Path]) -> list[str]:
-    """The members' requirements on anything outside the workspace, first mention first, no repeats."""
+    """The members' requirements on anything outside the workspace, first mention first, no repeats,
+    with the optional groups one member asks of another (`marsbench-common[tiles]`)."""
+    by_name = {canonical_name(str(_manifest(m)["name"])): m for m in members}
     seen: dict[str, None] = {}
     for member in members:
         for requirement in member_dependencies(member):
-            if not canonical_name(requirement).startswith(WORKSPACE_PREFIX):
+            name = canonical_name(requirement)
+            if not name.startswith(WORKSPACE_PREFIX):
                 seen.setdefault(requirement.strip())
+                continue
+            extras = _requested_extras(requirement)
+            if extras and name not in by_name:
+                raise SystemExit(f"{member} asks {requirement!r} of a member not in this build")
+            optional = _manifest(by_name[name]).get("optional-dependencies", {}) if extras else {}
+            for extra in extras:
+                for wanted in optional[extra]:
+                    seen.setdefault(wanted.strip())
     return list(seen)
 
 
