@@ -6,8 +6,8 @@
 #   docker build -f gpu.Dockerfile --target evaluator -t marsbench:evaluator .  # no torch
 # `gpu` and `cpu` hold every member of the workspace and run any service
 # (uvicorn --factory marsbench.encoder.app:create_app --host 0.0.0.0 --port 8001; indexer 8002,
-# evaluator 8003), `marsbench benchmark ...`, or by default `marsbench serve` (all three in one
-# process). `indexer` and `evaluator` hold only their own distribution and the members it needs
+# evaluator 8003, trainer 8004: marsbench.training.app), `marsbench benchmark ...`, or by default
+# `marsbench serve` (all of them in one process). `indexer` and `evaluator` hold only their own distribution and the members it needs
 # (marsbench-wire, marsbench-common, marsbench-client), no torch, and run that service.
 #
 # Each target: a build stage makes /opt/venv (third-party dependencies first, read from the members'
@@ -166,7 +166,7 @@ FROM slim-runtime AS cpu
 COPY --from=cpu-build /opt/venv /opt/venv
 # `marsbench serve`: the encoder's port is the one probed.
 ENV MARSBENCH_PORT=8001
-EXPOSE 8001 8002 8003
+EXPOSE 8001 8002 8003 8004
 CMD ["marsbench", "serve", "--host", "0.0.0.0"]
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +227,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     MARSBENCH_PORT=8001
 USER 10001:10001
 WORKDIR /home/marsbench
-EXPOSE 8001 8002 8003
+EXPOSE 8001 8002 8003 8004
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["marsbench-healthcheck"]
 CMD ["marsbench", "serve", "--host", "0.0.0.0"]

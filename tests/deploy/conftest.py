@@ -118,11 +118,26 @@ def config(compose_project: Path) -> dict[str, object]:
     return resolved(compose_project)
 
 
+# Every profile of docker-compose.yml: the Qdrant cluster's extra peers, and the trainer.
+PROFILES = ("cluster", "training")
+
+
 @pytest.fixture(scope="session")
 def cluster_config(compose_project: Path) -> dict[str, object]:
     return resolved(compose_project, "cluster")
 
 
 @pytest.fixture(scope="session")
+def training_config(compose_project: Path) -> dict[str, object]:
+    return resolved(compose_project, "training")
+
+
+@pytest.fixture(scope="session")
+def full_config(compose_project: Path) -> dict[str, object]:
+    """Every profile active: every service the file defines."""
+    return resolved(compose_project, *PROFILES)
+
+
+@pytest.fixture(scope="session")
 def bare_config(bare_project: Path) -> dict[str, object]:
-    return resolved(bare_project, "cluster")
+    return resolved(bare_project, *PROFILES)

@@ -15,9 +15,15 @@ from pydantic_settings import BaseSettings
 from marsbench.encoder.settings import EncoderSettings
 from marsbench.evaluator.settings import EvaluatorSettings
 from marsbench.indexer.settings import IndexerSettings
+from marsbench.training.settings import TrainerSettings
 from tests.deploy.conftest import EnvEntry
 
-SETTINGS: tuple[type[BaseSettings], ...] = (EncoderSettings, IndexerSettings, EvaluatorSettings)
+SETTINGS: tuple[type[BaseSettings], ...] = (
+    EncoderSettings,
+    IndexerSettings,
+    EvaluatorSettings,
+    TrainerSettings,
+)
 # Read by compose or by other programs in the containers, not by a marsbench settings class.
 NOT_SETTINGS = {"HF_TOKEN"}
 

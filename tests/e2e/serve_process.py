@@ -31,7 +31,7 @@ class ServeProcess:
     def __init__(
         self, data_dir: Path, log_path: Path, *, index_batch: int, in_flight: int, encoder_batch: int
     ) -> None:
-        ports = free_ports(3)
+        ports = free_ports(4)  # the trainer too: its default port (8004) may be taken here
         env = {
             **os.environ,
             "MARSBENCH_INDEX_BATCH_SIZE": str(index_batch),
@@ -39,7 +39,8 @@ class ServeProcess:
             "MARSBENCH_ENCODER_MAX_BATCH_SIZE": str(encoder_batch),
         }
         command = [sys.executable, "-m", "marsbench.cli.main", "serve", "--data-dir", str(data_dir)]
-        for flag, port in zip(("--encoder-port", "--indexer-port", "--evaluator-port"), ports, strict=True):
+        flags = ("--encoder-port", "--indexer-port", "--evaluator-port", "--trainer-port")
+        for flag, port in zip(flags, ports, strict=True):
             command += [flag, str(port)]
         self.log_path = log_path
         with log_path.open("wb") as log:

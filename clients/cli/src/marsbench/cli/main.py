@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(demo)
     demo.add_argument("--out", help="Where run records go (default: <data-dir>/demo-runs)")
 
-    serve = commands.add_parser("serve", help="Run encoder, indexer and evaluator in one process.")
+    serve = commands.add_parser(
+        "serve",
+        help="Run encoder, indexer and evaluator in one process, and the trainer with the encoder extra.",
+    )
     _add_data_dir(serve)
     serve.add_argument(
         "--host",
@@ -83,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--encoder-port", type=int, default=8001)
     serve.add_argument("--indexer-port", type=int, default=8002)
     serve.add_argument("--evaluator-port", type=int, default=8003)
+    serve.add_argument(
+        "--trainer-port",
+        type=int,
+        default=8004,
+        help="The trainer (POST /v1/train), served where the training package is installed; it writes "
+        "under $MARSBENCH_TRAIN_DIR (default: <data-dir>/training), which the encoder serves checkpoints "
+        "from.",
+    )
 
     data = commands.add_parser("data", help="Dataset utilities.").add_subparsers(
         dest="data_command", required=True
@@ -219,25 +230,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from marsbench.cli.stack import LocalStack
+    from marsbench.cli.stack import LocalStack, available_trainer
 
     stack = LocalStack(
         data_dir=_data_dir(args.data_dir),
         host=args.host,
         ports=(args.encoder_port, args.indexer_port, args.evaluator_port),
         qdrant_url=os.environ.get("QDRANT_URL"),
+        trainer=available_trainer(),  # None (and a log line saying why) without the training package
+        trainer_port=args.trainer_port,
         log_level="info" if args.verbose else "warning",
     )
     urls = stack.start_in_thread()
+    trainer = f"trainer   {urls.trainer}\n" if urls.trainer else ""
     print(
-        f"encoder   {urls.encoder}\nindexer   {urls.indexer}\nevaluator {urls.evaluator}\n"
+        f"encoder   {urls.encoder}\nindexer   {urls.indexer}\nevaluator {urls.evaluator}\n{trainer}"
         f"search    {urls.evaluator}/ui/",
         flush=True,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    # Woken every second: a signal that lands on another thread runs its handler only once the
+    # main thread is back in Python, and an untimed wait on a lock may never return for it.
+    while not stop.wait(1.0):
+        pass
     stack.stop()
     this = threading.current_thread()
     busy = [t.name for t in threading.enumerate() if t is not this and t.is_alive()]

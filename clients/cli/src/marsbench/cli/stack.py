@@ -1,9 +1,14 @@
-"""`LocalStack`: the three services in one process, sharing one vector store.
+"""`LocalStack`: the three services in one process, sharing one vector store, and the trainer.
 
 The embedded Qdrant engine allows one process per shard, so single-machine use runs the
 encoder, indexer and evaluator as three uvicorn servers on one event loop. The indexer and
 evaluator still reach the encoder over loopback HTTP, through the same client as in a
 distributed deployment, so one code path serves both.
+
+`marsbench serve` adds the trainer app (POST /v1/train) as a fourth server when the training
+package is installed (`available_trainer`). It writes under `<data_dir>/training` unless
+MARSBENCH_TRAIN_DIR says otherwise, and that folder joins the encoder's model roots, so the encoder of
+the same stack serves the checkpoints it writes (`<base>@<train dir>/<out>/<name>.pt`).
 
 One stack owns its data dir: `DataDirLock` takes an exclusive `flock` on `<data_dir>/.marsbench.lock`
 before anything is opened, so a second `marsbench serve` (or demo, or run with local services) on
@@ -29,16 +34,19 @@ import uvicorn
 from fastapi import FastAPI
 
 from marsbench.cli.errors import CommandError
-from marsbench.cli.extras import create_encoder_app
+from marsbench.cli.extras import ExtraMissing, create_encoder_app, create_trainer_app
 from marsbench.cli.extras import encoder_settings as default_encoder_settings
+from marsbench.cli.extras import trainer_settings as default_trainer_settings
 from marsbench.evaluator.app import create_app as create_evaluator
 from marsbench.evaluator.settings import EvaluatorSettings
 from marsbench.indexer.app import create_app as create_indexer
 from marsbench.indexer.settings import IndexerSettings
+from marsbench.security import is_loopback
 from marsbench.settings import StoreSettings
 
 if TYPE_CHECKING:
     from marsbench.encoder.settings import EncoderSettings
+    from marsbench.training.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".marsbench.lock"
 GRACEFUL_S = 3  # uvicorn's graceful shutdown timeout, seconds
 _NEEDS_ENCODER = "running the services in this process"
+_NEEDS_TRAINER = "the trainer of `marsbench serve`"
+TRAIN_DIR_NAME = "training"  # the trainer's default folder, under the data dir
 
 
 class DataDirBusy(CommandError):
@@ -91,6 +101,40 @@ class StackUrls:
     encoder: str
     indexer: str
     evaluator: str
+    trainer: str | None = None  # only a stack started with the trainer has one
+
+
+def available_trainer() -> TrainerSettings | None:
+    """The trainer's settings from the environment, or None, said in one log line with the reason,
+    where the training package (the CLI's `encoder` extra) is not installed."""
+    try:
+        return default_trainer_settings(_NEEDS_TRAINER)
+    except ExtraMissing as exc:
+        log.warning("trainer not available, serving the encoder, indexer and evaluator only: %s", exc)
+        return None
+
+
+def stack_trainer(settings: TrainerSettings, *, data_dir: Path, host: str) -> TrainerSettings:
+    """The stack's trainer: on the stack's host, writing under `<data_dir>/training` unless its
+    settings name a train dir (MARSBENCH_TRAIN_DIR)."""
+    if "train_dir" in settings.model_fields_set:
+        return settings.model_copy(update={"host": host})
+    train_dir = Path(data_dir).expanduser().resolve() / TRAIN_DIR_NAME
+    return settings.model_copy(update={"host": host, "train_dir": train_dir})
+
+
+def serving_train_dir(encoder: EncoderSettings, train_dir: Path) -> EncoderSettings:
+    """The encoder with `train_dir` among its model roots, so it serves what the trainer writes.
+
+    Unchanged where it would serve it already: no roots on loopback means any path (listing one folder
+    there would confine it to that one), and a root holding the folder covers it. Beyond loopback without
+    roots, where no request path is served, the trainer's folder becomes the one root."""
+    if not encoder.model_roots and is_loopback(encoder.host):
+        return encoder
+    folder = Path(train_dir).expanduser().resolve()
+    if any(folder.is_relative_to(Path(root).expanduser().resolve()) for root in encoder.model_roots):
+        return encoder
+    return encoder.model_copy(update={"model_roots": [*encoder.model_roots, str(folder)]})
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -108,7 +152,8 @@ def _url(host: str, sock: socket.socket) -> str:
 
 
 class LocalStack:
-    """Binds three sockets (port 0 picks free ones), then serves the apps until stopped."""
+    """Binds three sockets (port 0 picks free ones), four with the trainer, then serves the apps
+    until stopped."""
 
     def __init__(
         self,
@@ -118,26 +163,34 @@ class LocalStack:
         ports: tuple[int, int, int] = (0, 0, 0),
         qdrant_url: str | None = None,
         encoder_settings: EncoderSettings | None = None,
+        trainer: TrainerSettings | None = None,
+        trainer_port: int = 0,
         log_level: str = "warning",
     ) -> None:
+        """`trainer`: the trainer app's settings (`available_trainer()`), to serve it too, on
+        `trainer_port` (see `stack_trainer` for its train dir); None: the three services alone."""
         # First, before a socket or the store is opened: a second stack on this folder stops here.
         self._lock = DataDirLock(data_dir).acquire()
+        every_port = [*ports, trainer_port] if trainer is not None else list(ports)
         try:
-            self._sockets = [_bind(host, port) for port in ports]
+            self._sockets = [_bind(host, port) for port in every_port]
         except BaseException:
             self._lock.release()
             raise
-        self.urls = StackUrls(*(_url(host, sock) for sock in self._sockets))
+        encoder_url, indexer_url, evaluator_url, *trainer_url = (_url(host, sock) for sock in self._sockets)
+        self.urls = StackUrls(encoder_url, indexer_url, evaluator_url, trainer=next(iter(trainer_url), None))
         try:
             # The bind host decides whether the services need an API key and dataset roots
             # (marsbench.security); each refuses to start when it would listen beyond loopback without.
             encoder = (encoder_settings or default_encoder_settings(_NEEDS_ENCODER)).model_copy(
                 update={"host": host}
             )
+            training = None if trainer is None else stack_trainer(trainer, data_dir=data_dir, host=host)
+            if training is not None:
+                encoder = serving_train_dir(encoder, training.train_dir)
             self._store = StoreSettings(data_dir=data_dir, qdrant_url=qdrant_url).open_store()
         except BaseException:
-            for sock in self._sockets:
-                sock.close()
+            self._close_sockets()
             self._lock.release()
             raise
         try:
@@ -161,10 +214,11 @@ class LocalStack:
                     store=self._store,
                 ),
             ]
+            if training is not None:
+                apps.append(create_trainer_app(training, _NEEDS_TRAINER))
         except BaseException:
             self._store.close()
-            for sock in self._sockets:
-                sock.close()
+            self._close_sockets()
             self._lock.release()
             raise
         # On stop, requests still open after GRACEFUL_S are cut: as long as the indexer waits for its
@@ -178,6 +232,11 @@ class LocalStack:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     async def serve(self) -> None:
         """Serve until `stop()` (or Ctrl-C); closes the shared store afterwards."""
@@ -230,6 +289,4 @@ class LocalStack:
             log.exception("local services stopped with an error")
         finally:
             self._started.set()
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.close()
+            self._close_sockets()
