@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 
 import marsbench.store
 from marsbench.store import (
@@ -20,6 +22,7 @@ from marsbench.store import (
     PayloadIndex,
     Point,
     SearchFilter,
+    StoreLocked,
     point_id,
 )
 
@@ -128,6 +131,48 @@ def test_another_process_gets_a_clear_error(tmp_path: Path) -> None:
     assert _in_other_process(tmp_path, SPEC.name) == "COUNT 10"  # closing releases the shard
 
 
+def test_a_second_store_in_this_process_is_refused_and_delete_or_snapshot_keep_the_lock(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)
+        store.upsert(SPEC.name, _points(10))
+        with pytest.raises(StoreLocked), EmbeddedStore(tmp_path) as second:
+            second.count(SPEC.name)
+        store.export_snapshot(SPEC.name, tmp_path / "snap.tar.gz")  # the shard is closed and reopened
+        assert _in_other_process(tmp_path, SPEC.name).startswith("LOCKED")
+        assert store.delete_collection(SPEC.name) is True
+        assert store.ensure_collection(SPEC) is True  # the name (and its lock) is free again
+        assert store.count(SPEC.name) == 0
+
+
+def test_new_shards_have_no_wal_and_older_ones_with_a_wal_still_open(tmp_path: Path) -> None:
+    """`flush` is the durability point, so new shards are created without the engine's WAL; a
+    collection created before (the engine's default config, a WAL) opens and takes writes as ever."""
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(SPEC)
+        store.upsert(SPEC.name, _points(10))
+        store.flush(SPEC.name)
+    shard = tmp_path / "collections" / SPEC.name / "shard"
+    assert (shard / "segments").is_dir() and not (shard / "wal").exists()
+    older = CollectionSpec("older", {"image": DIM}, {"label": PayloadIndex.KEYWORD})
+    with EmbeddedStore(tmp_path) as store:
+        store.ensure_collection(older)
+    older_shard = tmp_path / "collections" / older.name / "shard"
+    shutil.rmtree(older_shard)
+    config = qe.EdgeConfig(vectors={"image": qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Dot)})
+    qe.EdgeShard.create(str(older_shard), config).close()  # as the store created shards before
+    assert (older_shard / "wal").is_dir()
+    with EmbeddedStore(tmp_path) as store:
+        store.upsert(older.name, _points(12))
+        assert store.count(older.name) == 12
+        assert store.count(SPEC.name) == 10
+        hits = store.search_batch(older.name, _points(1)[0].vectors["image"][None, :], using="image", limit=1)
+        assert hits[0][0].id == point_id("item-0")
+    with EmbeddedStore(tmp_path) as store:
+        assert store.count(older.name) == 12
+
+
 def test_upserts_in_one_thread_while_another_searches(tmp_path: Path) -> None:
     batches = [_points(32, start=32 * b, seed=b) for b in range(12)]
     errors: list[BaseException] = []
@@ -185,7 +230,7 @@ def test_geo_boxes_reaching_a_pole_or_the_antimeridian_match_every_point_inside(
     # The engine's geo index lost points for edges exactly on a pole or on longitude 180: the whole
     # planet matched 0 of 400 points, (-90, -90, 90, 90) 42 of 190 (search page box searches).
     from marsbench.store.base import GeoBox
-    from marsbench.tasks.geo import GEO
+    from marsbench.tasks.geo import GEO, LAT_KEY, LOCATION_FIELD, LON_KEY, NAME_FIELD
 
     rng = np.random.default_rng(0)
     lonlat = np.c_[rng.uniform(-180, 180, 400), rng.uniform(-80, 80, 400)]
@@ -198,13 +243,17 @@ def test_geo_boxes_reaching_a_pole_or_the_antimeridian_match_every_point_inside(
                 Point(
                     id=point_id(str(i)),
                     vectors={"image": v / np.linalg.norm(v)},
-                    payload={"name": str(i), "location": {"lon": float(lon), "lat": float(lat)}},
+                    payload={NAME_FIELD: str(i), LOCATION_FIELD: {LON_KEY: float(lon), LAT_KEY: float(lat)}},
                 )
                 for i, ((lon, lat), v) in enumerate(zip(lonlat, vectors, strict=True))
             ],
         )
         found = store.search_batch(
-            "g", vectors[:1], using="image", limit=1000, filter=SearchFilter(geo_box=GeoBox("location", *box))
+            "g",
+            vectors[:1],
+            using="image",
+            limit=1000,
+            filter=SearchFilter(geo_box=GeoBox(LOCATION_FIELD, *box)),
         )[0]
     lon_min, lat_min, lon_max, lat_max = box
     inside = (lonlat[:, 0] >= lon_min) & (lonlat[:, 0] <= lon_max)

@@ -10,8 +10,11 @@ page cache's)::
     sidecar/geo.<field>.f64     (lon, lat) float64 per row of each GEO payload index (NaN: none)
     sidecar/state.json          rows known durable (written after an fsync, at each store flush)
 
-Rows are only appended (an id written twice has two rows: the last wins). After a crash the files are
-cut back to the rows of the last flush. The copy is trusted only once the store seals the collection:
+Rows are only appended (an id written twice has two rows: the last wins), and collected in memory
+until about `_WRITE_BYTES` are pending or the store flushes, so that an upsert makes no write call
+(each releases the GIL, and taking it back from the threads building points waits up to the
+interpreter's switch interval). After a crash the files are cut back to the rows of the last flush.
+The copy is trusted only once the store seals the collection:
 `EmbeddedStore.seal` compacts it to one row per id, checks it holds exactly the collection's points
 (rebuilding it from the engine otherwise) and records its sizes and checksums in the seal manifest;
 a bulk read checks them again and falls back to nothing (the caller scrolls) when they disagree.
@@ -36,6 +39,9 @@ _STATE_FILE = "state.json"
 _IDS_FILE = "ids.bin"
 _FORMAT = 1
 _ID_BYTES = 16
+# Pending rows are written out once they reach this size (about 2,000 points of 1024 floats), and at
+# every `sync`: memory stays bounded between flushes of the store however large its units are.
+_WRITE_BYTES = 8 << 20
 
 
 def _vec_file(name: str) -> str:
@@ -78,6 +84,9 @@ class Sidecar:
         self.vectors = dict(vectors)
         self.geo_fields = list(geo_fields)
         self._handles: dict[str, BinaryIO] = {}
+        # Rows appended but not written yet, per file (see `_WRITE_BYTES`); counted in `rows`.
+        self._pending: dict[str, bytearray] = {}
+        self._pending_bytes = 0
         self.rows = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -98,6 +107,7 @@ class Sidecar:
             handle.truncate(rows * width)
             handle.seek(rows * width)
             sidecar._handles[name] = handle
+            sidecar._pending[name] = bytearray()
         sidecar.rows = rows
         sidecar._write_state()
         return sidecar
@@ -111,16 +121,32 @@ class Sidecar:
     def append(
         self, ids: Sequence[str], vectors: Mapping[str, np.ndarray], lonlat: Mapping[str, np.ndarray]
     ) -> None:
-        """Rows for points just written: `vectors[name]` is (n, d) float32, `lonlat[field]` (n, 2)."""
-        self._handles[_IDS_FILE].write(_id_bytes(ids))
-        for name in self.vectors:
-            self._handles[_vec_file(name)].write(np.ascontiguousarray(vectors[name], dtype=np.float32).data)
-        for field in self.geo_fields:
-            self._handles[_geo_file(field)].write(np.ascontiguousarray(lonlat[field], dtype=np.float64).data)
+        """Rows for points just written: `vectors[name]` is (n, d) float32, `lonlat[field]` (n, 2).
+        Copied: the caller may reuse its arrays."""
+        pieces = [(_IDS_FILE, memoryview(_id_bytes(ids)))]
+        pieces += [
+            (_vec_file(n), np.ascontiguousarray(vectors[n], dtype=np.float32).data) for n in self.vectors
+        ]
+        pieces += [
+            (_geo_file(f), np.ascontiguousarray(lonlat[f], dtype=np.float64).data) for f in self.geo_fields
+        ]
+        for name, piece in pieces:
+            if piece.nbytes:  # a view with a zero in its shape cannot be cast
+                self._pending[name] += piece.cast("B")
+                self._pending_bytes += piece.nbytes
         self.rows += len(ids)
+        if self._pending_bytes >= _WRITE_BYTES:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        for name, pending in self._pending.items():
+            self._handles[name].write(pending)
+            pending.clear()
+        self._pending_bytes = 0
 
     def sync(self) -> None:
         """Make the rows appended so far durable (fsync); `mark_durable` then records them."""
+        self._write_pending()
         for handle in self._handles.values():
             handle.flush()
             os.fsync(handle.fileno())
@@ -133,14 +159,18 @@ class Sidecar:
         write_text_atomic(self.folder / _STATE_FILE, json.dumps(state) + "\n")
 
     def close(self) -> None:
+        self._write_pending()  # not durable (no fsync): the next open keeps them only if marked so
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        self._pending.clear()
 
     # -- sealing --------------------------------------------------------------------------------
 
     def unique_rows(self) -> np.ndarray:
         """Row numbers holding the last write of each id, in write order."""
+        self._write_pending()
+        self._handles[_IDS_FILE].flush()
         ids = np.fromfile(self.folder / _IDS_FILE, dtype=np.uint8, count=self.rows * _ID_BYTES)
         keys = ids.reshape(-1, _ID_BYTES).view("V16").ravel()
         # The last occurrence of each id: unique over the reversed array gives first-from-the-end.
@@ -169,6 +199,9 @@ class Sidecar:
 
     def reset(self) -> None:
         """Drop every row (before a rebuild)."""
+        for pending in self._pending.values():
+            pending.clear()
+        self._pending_bytes = 0
         for handle in self._handles.values():
             handle.truncate(0)
             handle.seek(0)
@@ -245,6 +278,7 @@ def load_bulk(
             return None, f"{name} does not hold the bytes recorded at sealing (sha256 differs)"
     dim = int(recorded["vectors"][using])
     ids = np.fromfile(folder / _IDS_FILE, dtype=np.uint8).reshape(points, _ID_BYTES)
+    vectors: np.ndarray
     if points:
         vectors = np.memmap(folder / _vec_file(using), dtype=np.float32, mode="r", shape=(points, dim))
     else:

@@ -15,22 +15,15 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from marsbench.client import ApiError
 from marsbench.datasets.records import ImageRecord, SkipLog
+from marsbench.indexer.core.ports import Embedder, ItemRejected
 from marsbench.indexer.core.units import UnitTracker
 from marsbench.store import Point, VectorStore, point_id
 
 log = logging.getLogger(__name__)
-
-
-class ImageEmbedder(Protocol):
-    def embed_images(self, model: str, images: list[bytes], names: list[str]) -> np.ndarray: ...
-
-    def embed_texts(self, model: str, texts: list[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -52,21 +45,21 @@ def batched(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRec
 
 
 def embed_skipping_bad(
-    embedder: ImageEmbedder, model: str, batch: list[ImageRecord], skips: SkipLog
+    embedder: Embedder, model: str, batch: list[ImageRecord], skips: SkipLog
 ) -> tuple[list[ImageRecord], np.ndarray]:
-    """Embed a batch; an undecodable image (422 naming its index) is skipped and the rest resent."""
+    """Embed a batch; an image the encoder rejects by index is skipped and the rest resent."""
     pending = list(batch)
     while pending:
         try:
             vectors = embedder.embed_images(model, [r.image for r in pending], [r.key for r in pending])
             return pending, vectors
-        except ApiError as exc:
-            index = exc.detail.get("index") if exc.status == 422 else None
-            if not isinstance(index, int) or not 0 <= index < len(pending):
+        except ItemRejected as exc:
+            # Without a usable index the whole call was refused: nothing to skip, the job fails.
+            if exc.index is None or not 0 <= exc.index < len(pending):
                 raise
-            bad = pending.pop(index)
-            skips.add(bad.key, exc.message)
-            log.warning("skipped %s: %s", bad.key, exc.message)
+            bad = pending.pop(exc.index)
+            skips.add(bad.key, exc.reason)
+            log.warning("skipped %s: %s", bad.key, exc.reason)
     return [], np.zeros((0, 0), dtype=np.float32)
 
 
@@ -74,7 +67,7 @@ class IndexPipeline:
     def __init__(
         self,
         store: VectorStore,
-        embedder: ImageEmbedder,
+        embedder: Embedder,
         target: PipelineTarget,
         *,
         batch_size: int,
