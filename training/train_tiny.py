@@ -25,10 +25,10 @@ import tarfile
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -39,28 +39,8 @@ from safetensors.torch import save_file
 from torch.nn.functional import log_softmax, normalize
 
 from marsbench.datasets.synth import GEO_LANDFORMS, THUMB_SUBDIR, synthesize, tile_name
-
-Tokenizer = Callable[[list[str]], torch.Tensor]
-Preprocess = Callable[[Image.Image], torch.Tensor]
-
-
-@runtime_checkable
-class ClipTowers(Protocol):
-    """What this script calls on open_clip's CLIP: open_clip ships no types, and a `torch.nn.Module`
-    types every attribute it does not declare as `Tensor | Module`."""
-
-    logit_scale: torch.Tensor
-
-    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
-
-    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
-
-
-def clip_towers(model: torch.nn.Module) -> ClipTowers:
-    if not isinstance(model, ClipTowers):
-        raise TypeError(f"{type(model).__name__} is not an open_clip CLIP model")
-    return model
-
+from marsbench.encoder.adapters.open_clip import Preprocess, Tokenizer
+from marsbench.training.loop import trainable_clip
 
 DEMO_SEED = 0  # the seed of the demo / evaluation set; training must never use it
 TEMPLATES = (
@@ -235,7 +215,7 @@ def train(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
     model.train()
-    clip = clip_towers(model)
+    clip = trainable_clip(model)
     step, start = 0, time.perf_counter()
     for epoch in range(args.epochs):
         order = torch.randperm(len(samples), generator=gen)
@@ -272,14 +252,14 @@ def train(
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 256) -> np.ndarray:
     chunks = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]
-    clip = clip_towers(model)
+    clip = trainable_clip(model)
     return torch.cat([normalize(clip.encode_image(c), dim=-1) for c in chunks]).numpy()
 
 
 @torch.no_grad()
 def embed_texts(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
     chunks = [texts[i : i + 256] for i in range(0, len(texts), 256)]
-    clip = clip_towers(model)
+    clip = trainable_clip(model)
     return torch.cat([normalize(clip.encode_text(tokenizer(c)), dim=-1) for c in chunks]).numpy()
 
 
